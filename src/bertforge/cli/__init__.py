@@ -1,0 +1,1 @@
+"""The `bertforge` command line: one module per command, assembled by `bertforge.cli.main`."""

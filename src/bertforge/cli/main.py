@@ -1,0 +1,70 @@
+"""`bertforge <command> [<verb>]`: the entry point.
+
+Command modules are listed in `COMMAND_MODULES`; each defines `COMMANDS`, a list of
+`bertforge.cli.command.Command`. They import torch and friends only inside their run
+functions, so `bertforge --help` stays fast. A `BertforgeError` is printed on one line as
+`error: <message>` with exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+from bertforge.cli.command import Command, build_parser, resolve_options
+from bertforge.errors import BertforgeError
+
+COMMAND_MODULES = (
+    "info",
+    "tokenizer",
+    "data",
+    "pretrain",
+    "finetune",
+    "serve",
+    "export",
+    "compress",
+    "attention",
+)
+
+DESCRIPTION = """\
+bertforge: the whole life of a BERT model.
+
+Every command takes --config FILE.yaml and dotted key=value overrides;
+`bertforge <command> --help` shows its options and examples."""
+
+
+def available_commands() -> list[Command]:
+    commands: list[Command] = []
+    for name in COMMAND_MODULES:
+        try:
+            module = import_module(f"bertforge.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"bertforge.cli.{name}":
+                continue  # not built yet
+            raise
+        commands.extend(module.COMMANDS)
+    return commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(available_commands(), description=DESCRIPTION)
+    namespace = parser.parse_args(argv)
+    command: Command | None = getattr(namespace, "_command", None)
+    if command is None:
+        namespace._group.print_help()
+        return 0 if not argv or argv[-1] in ("-h", "--help") else 2
+    try:
+        options = resolve_options(command, namespace)
+        status = command.run(options)
+    except BertforgeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

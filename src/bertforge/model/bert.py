@@ -1,0 +1,184 @@
+"""BertModel and the pretraining models built on it.
+
+`BertForPreTraining.forward` computes masked-LM logits only at the positions whose label is
+not IGNORE_INDEX when labels are given (`config.sparse_prediction`, on by default), as
+google-research/bert gathers `masked_lm_positions`: about 15% of the vocab-sized matmul and of
+its activation memory. The loss is the same as the dense one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.config import IGNORE_INDEX, BertConfig
+from bertforge.model.heads import MaskedLMHead, Pooler
+from bertforge.model.layers import Embeddings, Encoder
+from bertforge.model.outputs import EncoderOutput, PreTrainingOutput
+
+
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) of 1/0 into the (B, 1, 1, T) boolean mask SDPA takes, or None when nothing is padded.
+
+    Returning None for a batch without padding lets SDPA pick its mask-free (flash) kernel.
+    """
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()
+    if bool(mask.all()):
+        return None
+    return mask[:, None, None, :]
+
+
+class BertPreTrainedModel(nn.Module):
+    """Common base: the config, BERT's weight init, and Hugging Face-layout loading and saving.
+
+    Subclasses set `architecture` to the Hugging Face class whose checkpoint layout they share;
+    `bertforge.convert` maps names between the two.
+    """
+
+    architecture = "BertModel"
+    config: BertConfig
+
+    def init_weights(self) -> None:
+        """BERT's init: normal(0, initializer_range = 0.02) weights, zero biases, LayerNorm 1/0."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, MaskedLMHead):
+                nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config: BertConfig | None = None, **config_changes: Any):
+        """Load a Hugging Face-layout directory (ours or any BERT checkpoint); see bertforge.convert."""
+        # Imported here: the model layer knows nothing of files; convert does.
+        from bertforge.convert import load_pretrained
+
+        return load_pretrained(cls, directory, config=config, **config_changes)
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> None:
+        """Write config.json and model.safetensors (and the tokenizer's files when given)."""
+        from bertforge.convert import save_pretrained
+
+        save_pretrained(self, directory, tokenizer=tokenizer)
+
+
+class BertModel(BertPreTrainedModel):
+    """Embeddings, the post-LayerNorm encoder and (optionally) the pooler."""
+
+    architecture = "BertModel"
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config) if add_pooler else None
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, *, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> EncoderOutput:
+        """input_ids, token_type_ids, attention_mask: (B, T). attention_mask is 1 for real tokens."""
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        x, hidden_states, attentions = self.encoder(
+            x, padding_mask(attention_mask), output_attentions, output_hidden_states)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return EncoderOutput(x, pooled, hidden_states, attentions)
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
+
+    architecture = "BertForPreTraining"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=True)
+        self.mlm = MaskedLMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                next_sentence_label: torch.Tensor | None = None, *, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> PreTrainingOutput:
+        """labels (B, T): token ids to predict, IGNORE_INDEX elsewhere; next_sentence_label (B,): 1 = random B."""
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states)
+        mlm_logits, mlm_labels, mlm_loss = masked_lm(
+            self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
+            self.config.sparse_prediction)
+        nsp_logits = self.nsp(encoded.pooler_output)  # (B, 2)
+        nsp_loss = None
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1), ignore_index=IGNORE_INDEX)
+        losses = [loss for loss in (mlm_loss, nsp_loss) if loss is not None]
+        total = sum(losses[1:], losses[0]) if losses else None
+        return PreTrainingOutput(total, mlm_loss, nsp_loss, mlm_logits, mlm_labels, nsp_logits,
+                                 encoded.hidden_states, encoded.attentions)
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask."""
+
+    architecture = "BertForMaskedLM"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=False)
+        self.mlm = MaskedLMHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                next_sentence_label: torch.Tensor | None = None, *, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> PreTrainingOutput:
+        """As BertForPreTraining, without NSP: `next_sentence_label` is accepted and ignored."""
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states)
+        mlm_logits, mlm_labels, mlm_loss = masked_lm(
+            self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
+            self.config.sparse_prediction)
+        return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None,
+                                 encoded.hidden_states, encoded.attentions)
+
+
+def masked_lm(head: MaskedLMHead, word_embeddings: torch.Tensor, hidden: torch.Tensor,
+              labels: torch.Tensor | None, sparse: bool):
+    """Masked-LM logits, their labels and the loss (None without labels).
+
+    hidden (B, T, H), labels (B, T). Sparse: gather the M rows with a label first, so the
+    logits are (M, V); dense: (B, T, V).
+    """
+    if labels is None:
+        return head(hidden, word_embeddings), None, None
+    if sparse:
+        selected = labels != IGNORE_INDEX  # (B, T)
+        hidden = hidden[selected]  # (M, H)
+        labels = labels[selected]  # (M,)
+    logits = head(hidden, word_embeddings)
+    if labels.numel() == 0 or not bool((labels != IGNORE_INDEX).any()):
+        # No position to predict: a zero that still joins the graph, instead of CE's NaN mean.
+        loss = logits.sum() * 0.0
+    else:
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+    return logits, labels, loss

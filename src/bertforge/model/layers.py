@@ -1,0 +1,156 @@
+"""The BERT encoder: embeddings, self-attention, feed-forward and the post-LayerNorm layer.
+
+Shape legend: B batch, T sequence length, H hidden size, N attention heads, D head size (H / N),
+F feed-forward size, V vocab size.
+
+Departures from the paper's TF code, none of which changes the numbers:
+- attention runs through `torch.nn.functional.scaled_dot_product_attention` (fused kernels on CPU
+  and CUDA, flash attention on CUDA when no padding mask is needed); the explicit
+  softmax(QK^T/sqrt(D)) path is used only when the caller asks for attention probabilities;
+- query, key and value are one (H, 3H) projection by default (`config.fused_qkv`), saved and
+  loaded as Hugging Face's three separate tensors by `bertforge.convert`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.config import BertConfig
+
+
+def activation(name: str):
+    """The feed-forward nonlinearity named in config.json (`gelu` is the exact erf form)."""
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu
+    if name == "silu":
+        return F.silu
+    raise ValueError(f"unsupported activation {name!r}")
+
+
+class Embeddings(nn.Module):
+    """Sum of word, position and token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        # padding_idx keeps the [PAD] row out of the gradient, as transformers does.
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        positions = torch.arange(seq_len, device=input_ids.device)  # (T,)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # (B, T, H)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with the output projection (not the residual or LayerNorm)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.fused = config.fused_qkv
+        hidden = config.hidden_size
+        if self.fused:
+            self.qkv = nn.Linear(hidden, 3 * hidden)
+        else:
+            self.query = nn.Linear(hidden, hidden)
+            self.key = nn.Linear(hidden, hidden)
+            self.value = nn.Linear(hidden, hidden)
+        self.output = nn.Linear(hidden, hidden)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, H); mask (B, 1, 1, T) boolean, True where a key may be attended, or None."""
+        batch, seq_len, hidden = x.shape
+        if self.fused:
+            q, k, v = self.qkv(x).split(hidden, dim=-1)  # 3 x (B, T, H)
+        else:
+            q, k, v = self.query(x), self.key(x), self.value(x)
+        q = q.view(batch, seq_len, self.num_heads, self.head_size).transpose(1, 2)  # (B, N, T, D)
+        k = k.view(batch, seq_len, self.num_heads, self.head_size).transpose(1, 2)  # (B, N, T, D)
+        v = v.view(batch, seq_len, self.num_heads, self.head_size).transpose(1, 2)  # (B, N, T, D)
+        dropout_p = self.dropout_p if self.training else 0.0
+        probs = None
+        if return_probs:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, N, T, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(dim=-1)
+            context = F.dropout(probs, dropout_p, self.training) @ v  # (B, N, T, D)
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(batch, seq_len, hidden)  # (B, T, H)
+        return self.output(context), probs
+
+
+class FeedForward(nn.Module):
+    """H -> F -> H with the configured activation (exact GELU for BERT)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.act(self.intermediate(x)))
+
+
+class EncoderLayer(nn.Module):
+    """One post-LayerNorm Transformer layer, as in the paper:
+
+        x = LayerNorm(x + Dropout(Attention(x)))
+        x = LayerNorm(x + Dropout(FeedForward(x)))
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = FeedForward(config)
+        self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, probs = self.attention(x, mask, return_probs)
+        x = self.attention_norm(x + self.dropout(attended))
+        x = self.output_norm(x + self.dropout(self.feed_forward(x)))
+        return x, probs
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
+                output_hidden_states: bool = False):
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, probs = layer(x, mask, output_attentions)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        return (x, None if hidden_states is None else tuple(hidden_states),
+                None if attentions is None else tuple(attentions))
