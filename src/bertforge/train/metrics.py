@@ -1,0 +1,67 @@
+"""Metrics to JSONL (and TensorBoard when installed), and the progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON object per line to run_dir/metrics.jsonl; mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional; JSONL always works
+                self.writer = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+                 for key, value in record.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(clean) + "\n")
+        if self.writer is not None:
+            split = record.get("split", "train")
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.writer.add_scalar(f"{split}/{key}", value, record.get("step", 0))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def progress_bar(total: int, initial: int, enabled: bool, description: str):
+    """A tqdm bar on stderr (a no-op object when disabled or on a non-main rank)."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True,
+                file=sys.stderr, mininterval=1.0)
+
+
+class _NoBar:
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

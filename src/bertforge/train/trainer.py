@@ -1,0 +1,259 @@
+"""The generic training loop shared by pretraining and fine-tuning.
+
+What it takes:
+- a model (a `BertPreTrainedModel`, unwrapped; the trainer wraps it for DDP/FSDP/compile),
+- an `Objective`, which says how to compute the losses of a micro-batch and how many items
+  each loss averages over (masked tokens, sentences, labelled tokens),
+- batches: an iterable of micro-batches (dicts of tensors) with `set_epoch`, `state_dict` and
+  `load_state_dict`, so that resume restores the data position directly instead of replaying,
+- optionally `evaluate(model) -> dict[str, float]` and a tokenizer to save beside the weights.
+
+Every loss is normalized by its item count over the whole optimizer step (all micro-batches on
+all ranks), not per micro-batch. That makes gradient accumulation and any number of ranks give
+the same update as one big batch, which plain per-micro-batch means do not.
+
+Each step: prefetch the step's micro-batches, all-reduce their item counts, forward/backward
+each (no gradient all-reduce until the last), all-reduce the loss sums, skip the step if the
+loss or gradient norm is not finite (stopping after `max_nonfinite_steps` in a row), clip,
+step the optimizer and schedule. Rank 0 logs to metrics.jsonl and the progress bar and writes
+checkpoints; `evaluate` runs on every rank (FSDP needs all ranks in each forward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+from torch import nn
+
+from bertforge.errors import BertforgeError
+from bertforge.train import checkpoint as checkpoints
+from bertforge.train import distributed
+from bertforge.train.config import TrainConfig
+from bertforge.train.metrics import MetricsLog, progress_bar
+from bertforge.train.optim import build_optimizer
+from bertforge.train.schedule import build_schedule
+
+
+class Objective(Protocol):
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
+        """How many items each named loss of this micro-batch averages over."""
+
+    def losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The mean of each named loss over this micro-batch's items."""
+
+
+class Batches(Protocol):
+    def __iter__(self): ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def state_dict(self) -> dict[str, int]: ...
+
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The last evaluation's metrics."""
+    first_metrics: dict[str, float] = field(default_factory=dict)
+    """The evaluation before the first step (empty when resumed)."""
+    stopped_early: bool = False
+    skipped_steps: int = 0
+    elapsed_seconds: float = 0.0
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, config: TrainConfig, run_dir: str | Path, batches: Batches,
+                 objective: Objective, *, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+                 tokenizer: Any = None, context: distributed.Context | None = None,
+                 run_state: dict[str, Any] | None = None,
+                 on_evaluate: Callable[[int, dict[str, float], nn.Module], bool] | None = None):
+        """`on_evaluate(step, metrics, model)` may return True to stop (early stopping)."""
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.context = context or distributed.setup(config.device)
+        if config.precision == "fp16" and self.context.device.type != "cuda":
+            raise BertforgeError("train.precision fp16 needs CUDA; use bf16 on CPU")
+        self.bare_model = model.to(self.context.device)
+        self.batches = batches
+        self.objective = objective
+        self.evaluate_fn = evaluate
+        self.on_evaluate = on_evaluate
+        self.tokenizer = tokenizer
+        self.run_state = dict(run_state or {})
+        self.micro_batch_size, self.accumulation = config.accumulation(self.context.world_size)
+        self.step = 0
+        self.log = MetricsLog(self.run_dir, enabled=self.context.is_main, tensorboard=config.tensorboard)
+        self.model = distributed.wrap(self.bare_model, self.context, config.parallelism)
+        self.optimizer = build_optimizer(self.model, config, self.context.device)
+        self.scheduler = build_schedule(self.optimizer, config)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def maybe_resume(self) -> bool:
+        if not self.config.resume:
+            return False
+        path = checkpoints.latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        state = checkpoints.load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.context,
+                                            self.bare_model.config)
+        self.step = int(state["step"])
+        self.batches.load_state_dict(state["data"])
+        self.run_state.update(state.get("run", {}))
+        self.print(f"resumed from {path} at step {self.step}")
+        return True
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        config, context = self.config, self.context
+        resumed = self.maybe_resume()
+        result = TrainResult(step=self.step)
+        if not resumed and self.evaluate_fn is not None:
+            result.first_metrics = self.run_evaluation()
+            result.metrics = result.first_metrics
+        stream = self._micro_batches()
+        bar = progress_bar(config.max_steps, self.step, context.is_main and config.progress, "train")
+        start = time.perf_counter()
+        window_start, window_tokens = start, 0
+        nonfinite_in_a_row = 0
+        stop = False
+        while self.step < config.max_steps and not stop:
+            micro_batches = [next(stream) for _ in range(self.accumulation)]
+            loss, parts, tokens, grad_norm = self._train_step(micro_batches)
+            window_tokens += tokens
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                nonfinite_in_a_row += 1
+                result.skipped_steps += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                self.print(f"step {self.step + 1}: non-finite loss or gradient ({loss}, {grad_norm}); step skipped")
+                if nonfinite_in_a_row >= config.max_nonfinite_steps:
+                    raise BertforgeError(
+                        f"the loss or gradient was not finite for {nonfinite_in_a_row} steps in a row "
+                        f"(at step {self.step + 1}); lower train.learning_rate, use bf16 instead of fp16, "
+                        f"or check the data")
+                self.scheduler.step()
+                self.step += 1
+                continue
+            nonfinite_in_a_row = 0
+            self.step += 1
+            bar.update(1)
+            elapsed = time.perf_counter() - start
+            if self.step % config.log_every == 0 or self.step == config.max_steps:
+                now = time.perf_counter()
+                tokens_per_second = window_tokens / max(now - window_start, 1e-9)
+                window_start, window_tokens = now, 0
+                lr = self.scheduler.get_last_lr()[0]
+                record = {"step": self.step, "split": "train", "loss": loss, **parts, "lr": lr,
+                          "grad_norm": grad_norm, "tokens_per_second": tokens_per_second,
+                          "elapsed_seconds": elapsed}
+                self.log.write(record)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}",
+                                refresh=False)
+            out_of_time = (config.time_limit_minutes is not None and elapsed > 60 * config.time_limit_minutes)
+            last = self.step == config.max_steps or out_of_time
+            if self.evaluate_fn is not None and (last or (config.eval_every and self.step % config.eval_every == 0)):
+                result.metrics = self.run_evaluation()
+                if self.on_evaluate is not None and self.on_evaluate(self.step, result.metrics, self.bare_model):
+                    stop = result.stopped_early = True
+            if last or stop or (config.save_every and self.step % config.save_every == 0):
+                self.save()
+            if out_of_time and not last:
+                stop = result.stopped_early = True
+        bar.close()
+        result.step = self.step
+        result.elapsed_seconds = time.perf_counter() - start
+        self.log.close()
+        return result
+
+    def _micro_batches(self):
+        """Micro-batches forever, moving to the next epoch when one runs out."""
+        while True:
+            produced = False
+            for batch in self.batches:
+                produced = True
+                yield batch
+            if not produced:
+                raise BertforgeError("the training data yields no batch (too few instances for the batch size?)")
+            self.batches.set_epoch(self.batches.state_dict()["epoch"] + 1)
+
+    def _train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, dict[str, float], int, float]:
+        context, config = self.context, self.config
+        counts = [self.objective.counts(batch) for batch in micro_batches]
+        names = sorted({name for count in counts for name in count})
+        local_counts = torch.tensor([[c.get(n, 0) for n in names] for c in counts], dtype=torch.float64).sum(0)
+        global_counts = distributed.all_reduce_sum(local_counts.clone(), context)
+        loss_sums = torch.zeros(len(names), dtype=torch.float64)
+        tokens = 0
+        self.model.train()
+        for index, batch in enumerate(micro_batches):
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            batch = {key: value.to(context.device, non_blocking=True) for key, value in batch.items()}
+            last = index == len(micro_batches) - 1
+            with distributed.no_sync(self.model, not last), autocast(context.device, config.precision):
+                losses = self.objective.losses(self.forward_model, batch)
+                total = None
+                for position, name in enumerate(names):
+                    if name not in losses or counts[index].get(name, 0) == 0:
+                        continue
+                    # Mean over this micro-batch's items, reweighted to a mean over the whole
+                    # step's items; times world size because DDP averages gradients over ranks.
+                    weight = counts[index][name] / max(float(global_counts[position]), 1.0) * context.world_size
+                    term = losses[name].float() * weight
+                    total = term if total is None else total + term
+                    loss_sums[position] += float(losses[name].detach()) * counts[index][name]
+            if total is None:
+                total = sum(p.sum() * 0.0 for p in self.model.parameters())
+            self.scaler.scale(total).backward()
+        loss_sums = distributed.all_reduce_sum(loss_sums, context)
+        parts = {f"{name}_loss": float(loss_sums[i] / max(float(global_counts[i]), 1.0)) for i, name in enumerate(names)}
+        loss = sum(parts.values())
+        self.scaler.unscale_(self.optimizer)
+        max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, parts, tokens, grad_norm
+
+    # -- evaluation and saving ------------------------------------------------------------
+
+    def run_evaluation(self) -> dict[str, float]:
+        model = self.model if self.config.parallelism == "fsdp" and self.context.distributed else self.bare_model
+        model.eval()
+        with torch.no_grad(), autocast(self.context.device, self.config.precision):
+            metrics = self.evaluate_fn(model)
+        model.train()
+        self.log.write({"step": self.step, "split": "eval", **metrics})
+        return metrics
+
+    def save(self) -> Path:
+        state = {"data": self.batches.state_dict(), "run": self.run_state}
+        return checkpoints.save_checkpoint(self.run_dir, self.step, self.model, self.bare_model, self.optimizer,
+                                           self.scheduler, state, self.tokenizer, self.context, self.config.keep_last)
+
+    def print(self, text: str) -> None:
+        if self.context.is_main:
+            import sys
+
+            print(text, file=sys.stderr, flush=True)

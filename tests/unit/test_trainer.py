@@ -1,0 +1,155 @@
+"""The trainer on synthetic batches: it learns, resumes bit-exactly, normalizes losses per step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertforge.config import IGNORE_INDEX, BertConfig
+from bertforge.errors import BertforgeError
+from bertforge.model import BertForPreTraining
+from bertforge.train import TrainConfig, Trainer
+from bertforge.train.checkpoint import MARKER, checkpoint_dirs, latest_checkpoint
+from bertforge.train.optim import Lamb, parameter_groups
+from bertforge.train.pretraining import PretrainingObjective
+from bertforge.train.schedule import schedule_factor
+
+
+class SyntheticBatches:
+    """A fixed, seeded set of masked-LM + NSP micro-batches with an explicit position."""
+
+    def __init__(self, count: int = 12, batch_size: int = 4, seq_len: int = 16, vocab: int = 64, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.items = []
+        for _ in range(count):
+            ids = torch.randint(5, vocab, (batch_size, seq_len), generator=generator)
+            mask = torch.ones_like(ids)
+            mask[0, seq_len - 3:] = 0
+            ids[mask == 0] = 0
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            chosen = (torch.rand(ids.shape, generator=generator) < 0.25) & (mask == 1)
+            labels[chosen] = ids[chosen]
+            self.items.append(dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=mask,
+                                   labels=labels, next_sentence_label=torch.randint(0, 2, (batch_size,), generator=generator)))
+        self.epoch, self.position = 0, 0
+
+    def __iter__(self):
+        while self.position < len(self.items):
+            self.position += 1
+            yield self.items[self.position - 1]
+
+    def set_epoch(self, epoch):
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state):
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+def tiny_model(seed: int = 0) -> BertForPreTraining:
+    torch.manual_seed(seed)
+    return BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=64, max_position_embeddings=32))
+
+
+def train(run_dir, steps, resume=False, seed=0, **overrides):
+    settings = dict(batch_size=4, max_steps=steps, learning_rate=1e-3, warmup_steps=2, seed=seed,
+                    progress=False, tensorboard=False, resume=resume, log_every=1)
+    config = TrainConfig(**{**settings, **overrides})
+    model = tiny_model(seed)
+    trainer = Trainer(model, config, run_dir, SyntheticBatches(), PretrainingObjective())
+    return trainer, trainer.fit()
+
+
+def test_loss_falls(tmp_path):
+    trainer, _ = train(tmp_path, 30)
+    import json
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_resume_is_bit_exact(tmp_path):
+    _, _ = train(tmp_path / "straight", 8)
+    straight = BertForPreTraining.from_pretrained(latest_checkpoint(tmp_path / "straight"))
+    # Stop after 5 of the 8 steps (as a crash would), then resume the same 8-step run.
+    config_overrides = dict(save_every=5)
+    trainer, _ = train(tmp_path / "resumed", 8, **config_overrides)
+    import shutil
+    for path in checkpoint_dirs(tmp_path / "resumed"):
+        if path.name != "step-5":
+            shutil.rmtree(path)
+    trainer, result = train(tmp_path / "resumed", 8, resume=True)
+    assert result.step == 8
+    resumed = BertForPreTraining.from_pretrained(latest_checkpoint(tmp_path / "resumed"))
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_accumulation_matches_one_big_batch(tmp_path):
+    # Two accumulated micro-batches of 4 make the same update as one step over both (8 rows),
+    # because each loss is normalized by the step's total count of masked tokens.
+    big_batches = SyntheticBatches()
+    merged = [{key: torch.cat([a[key], b[key]]) for key in a} for a, b in zip(big_batches.items[::2], big_batches.items[1::2])]
+    big_batches.items = merged
+    results = {}
+    for name, batches, micro in (("big", big_batches, None), ("accumulated", SyntheticBatches(), 4)):
+        config = TrainConfig(batch_size=8, micro_batch_size=micro, max_steps=3, learning_rate=1e-3, warmup_steps=1,
+                             progress=False, tensorboard=False, max_grad_norm=None)
+        model = tiny_model()
+        model.config.hidden_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        model.bert.encoder.layers[0].attention.dropout_p = 0.0
+        model.bert.encoder.layers[1].attention.dropout_p = 0.0
+        Trainer(model, config, tmp_path / name, batches, PretrainingObjective()).fit()
+        results[name] = model.state_dict()
+    for name, tensor in results["big"].items():
+        torch.testing.assert_close(tensor, results["accumulated"][name], atol=2e-6, rtol=1e-5, msg=name)
+
+
+def test_keep_last_and_marker(tmp_path):
+    train(tmp_path, 6, save_every=1, keep_last=2)
+    names = [path.name for path in checkpoint_dirs(tmp_path)]
+    assert names == ["step-5", "step-6"]
+    assert all((tmp_path / "checkpoints" / name / MARKER).exists() for name in names)
+    # A half-written checkpoint (no marker) is ignored.
+    (tmp_path / "checkpoints" / "step-9").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-6"
+
+
+def test_nonfinite_loss_stops_with_message(tmp_path):
+    with pytest.raises(BertforgeError, match="not finite for 2 steps in a row"):
+        train(tmp_path, 10, learning_rate=1e30, max_nonfinite_steps=2, max_grad_norm=None)
+
+
+def test_resume_refuses_incompatible_checkpoint(tmp_path):
+    train(tmp_path, 2)
+    config = TrainConfig(batch_size=4, max_steps=4, progress=False, tensorboard=False, resume=True)
+    torch.manual_seed(0)
+    other = BertForPreTraining(BertConfig.from_preset("mini", vocab_size=64, max_position_embeddings=32))
+    with pytest.raises(BertforgeError, match="cannot resume: the checkpoint has hidden_size=128"):
+        Trainer(other, config, tmp_path, SyntheticBatches(), PretrainingObjective()).fit()
+
+
+def test_parameter_groups_cover_every_parameter_once():
+    model = tiny_model()
+    groups = parameter_groups(model, 0.01)
+    seen = [id(p) for group in groups for p in group["params"]]
+    assert len(seen) == len(set(seen)) == len(list(model.parameters()))
+    assert all(p.ndim == 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
+
+
+def test_schedule_and_lamb():
+    assert schedule_factor(0, 10, 100, "linear") == pytest.approx(0.1)
+    assert schedule_factor(9, 10, 100, "linear") == pytest.approx(1.0)
+    assert schedule_factor(55, 10, 100, "linear") == pytest.approx(0.5)
+    assert schedule_factor(55, 10, 100, "polynomial", power=2.0) == pytest.approx(0.25)
+    assert schedule_factor(100, 10, 100, "linear") == 0.0
+    weight = torch.nn.Parameter(torch.ones(4, 4))
+    optimizer = Lamb([weight], lr=0.1)
+    weight.grad = torch.ones(4, 4)
+    optimizer.step()
+    # Trust ratio ||w|| / ||update|| = 4 / 4 = 1, so each entry moves by lr.
+    torch.testing.assert_close(weight.detach(), torch.full((4, 4), 0.9), atol=1e-5, rtol=0)
