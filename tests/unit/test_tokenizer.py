@@ -206,6 +206,16 @@ def test_convert_and_decode(uncased):
     assert uncased.convert_ids_to_tokens(uncased.vocab["dog"]) == "dog"
 
 
+def test_pickles_for_worker_processes(uncased):
+    import pickle
+
+    uncased("the dog", padding="max_length", max_length=6)  # builds a configured copy
+    copy = pickle.loads(pickle.dumps(uncased))
+    assert copy("the dog", "a fox", padding="max_length", max_length=9) == \
+        uncased("the dog", "a fox", padding="max_length", max_length=9)
+    assert copy.encode_batch_ids(["the fox jumps"]) == uncased.encode_batch_ids(["the fox jumps"])
+
+
 def test_lowercase_is_guessed_from_the_vocab(tmp_path):
     uncased_file = write(tmp_path / "uncased.txt", list(SPECIAL_TOKENS) + ["[unused1]", "the", "dog"])
     cased_file = write(tmp_path / "cased.txt", list(SPECIAL_TOKENS) + ["The", "the", "Dog"])

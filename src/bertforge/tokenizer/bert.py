@@ -262,7 +262,9 @@ class BertTokenizer:
         """Ids of many texts at once, without special tokens, truncation or padding.
 
         The fast bulk path for data preparation: `tokenizers` encodes the batch on all cores in
-        Rust and skips computing offsets.
+        Rust and skips computing offsets. Pass thousands of lines per call. In a worker process
+        forked after the parent has already used a tokenizer, `tokenizers` falls back to one
+        thread per process (and warns unless TOKENIZERS_PARALLELISM is set).
         """
         return [encoding.ids for encoding in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
@@ -380,6 +382,18 @@ class BertTokenizer:
             while len(self._configured) > 16:
                 self._configured.popitem(last=False)
             return backend
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for DataLoader workers and multiprocessing: the lock and the configured
+        # copies are per-process state and are rebuilt on demand.
+        state = self.__dict__.copy()
+        del state["_configured"], state["_configured_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._configured = OrderedDict()
+        self._configured_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"BertTokenizer(vocab_file={str(self.vocab_file)!r}, vocab_size={self.vocab_size}, "

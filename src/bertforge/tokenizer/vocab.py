@@ -31,7 +31,8 @@ def read_vocab(path: str | Path) -> list[str]:
     """The tokens of a vocab file, in id order (token i has id i)."""
     path = Path(path)
     if path.is_dir():
-        raise BertforgeError("is a directory, expected a vocab.txt file", path=path)
+        raise BertforgeError("is a directory, expected a vocab.txt file (BertTokenizer.from_pretrained reads a directory)",
+                             path=path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
