@@ -1,0 +1,158 @@
+"""`bertforge finetune`, `bertforge evaluate` and `bertforge predict`: text classification,
+NER and extractive QA (see bertforge.tasks for the data formats, heads and metrics).
+
+Task settings (columns, max_length, doc_stride, ...) live under `settings.*`, trainer settings
+under `trainer.*` (bertforge.train.TrainConfig); both can come from a recipe in
+configs/finetune/*.yaml (`--config`) and dotted overrides such as `trainer.learning_rate=3e-5`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bertforge.cli.command import Command, option
+from bertforge.tasks.settings import TaskSettings
+from bertforge.train.config import TrainConfig
+
+TaskName = Literal["classify", "ner", "qa"]
+
+
+def _show_warnings() -> None:
+    """Print user warnings as one `warning: ...` line, like errors, without Python's decoration."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    warnings.showwarning = show
+
+
+@dataclass
+class FinetuneOptions:
+    task: TaskName | None = option(None, help="classify, ner or qa")
+    model: Path | None = option(None, help="pretrained model directory (Hugging Face layout, with vocab.txt)")
+    train: Path | None = option(None, help="training file")
+    dev: Path | None = option(None, help="dev file: picks the best model, and early stopping")
+    test: Path | None = option(None, help="test file, scored with the best model at the end")
+    out: Path | None = option(None, help="run directory; the best model goes to OUT/final")
+    epochs: float = option(3.0, help="passes over the training data (ignored when --max-steps is given)")
+    max_steps: int | None = option(None, help="optimizer steps (overrides --epochs)")
+    patience: int = option(0, help="stop after this many dev evaluations without improvement (0: never)")
+    eval_batch_size: int = option(64, help="batch size for evaluation")
+    init: Literal["pretrained", "random"] = option("pretrained", help="start from the model's weights or from scratch")
+    preset: str | None = option(None, help="with --vocab and no --model: a random model of this size (tiny, mini, base ...)")
+    vocab: Path | None = option(None, help="vocab.txt to use instead of the model directory's")
+    group_by_length: bool = option(True, help="batch examples of similar length together (less padding)")
+    settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+    trainer: TrainConfig = option(default_factory=TrainConfig, help="trainer settings (trainer.*)")
+
+
+def run_finetune(options: FinetuneOptions) -> int:
+    from bertforge.config import to_plain
+    from bertforge.errors import BertforgeError
+    from bertforge.tasks.finetune import finetune, print_json
+
+    _show_warnings()
+    missing = [name for name in ("task", "train", "dev", "out") if getattr(options, name) is None]
+    if missing:
+        raise BertforgeError(f"finetune needs {', '.join('--' + name for name in missing)}")
+    summary = finetune(
+        task_name=options.task, model_dir=options.model, train_path=options.train, dev_path=options.dev,  # type: ignore[arg-type]
+        test_path=options.test, out_dir=options.out, settings=options.settings,  # type: ignore[arg-type]
+        train_config=options.trainer, epochs=options.epochs, max_steps=options.max_steps,
+        patience=options.patience, eval_batch_size=options.eval_batch_size, init=options.init,
+        preset=options.preset, vocab=options.vocab, group_by_length=options.group_by_length,
+        resolved_options=to_plain(options))
+    print_json(summary)
+    return 0
+
+
+@dataclass
+class EvaluateOptions:
+    model: Path | None = option(None, help="fine-tuned model directory")
+    data: Path | None = option(None, help="labelled file to score")
+    task: TaskName | None = option(None, help="classify, ner or qa (default: the model's own)")
+    out: Path | None = option(None, help="metrics JSON file (default: MODEL/eval-<data name>.json)")
+    predictions: Path | None = option(None, help="also write one JSON line per example here")
+    batch_size: int = option(64, help="examples per forward pass")
+    device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
+    settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+
+
+def run_evaluate(options: EvaluateOptions) -> int:
+    from bertforge.errors import BertforgeError
+    from bertforge.fileio import atomic_write_json
+    from bertforge.tasks.finetune import evaluate_file, print_json, write_predictions
+
+    _show_warnings()
+    if options.model is None or options.data is None:
+        raise BertforgeError("evaluate needs --model DIR and --data FILE")
+    metrics, predictions = evaluate_file(model_dir=options.model, task_name=options.task, data_path=options.data,
+                                         settings=options.settings, batch_size=options.batch_size,
+                                         device=options.device)
+    out = options.out or options.model / f"eval-{options.data.stem}.json"
+    atomic_write_json(out, metrics)
+    if options.predictions is not None:
+        write_predictions(options.predictions, predictions)
+    print_json(metrics)
+    return 0
+
+
+@dataclass
+class PredictOptions:
+    texts: list[str] = option(default_factory=list, positional=True, help="texts (questions for qa) to predict on")
+    model: Path | None = option(None, help="fine-tuned model directory")
+    task: TaskName | None = option(None, help="classify, ner or qa (default: the model's own)")
+    input: Path | None = option(None, help="file of inputs: the task's data format, text lines, or JSON lines")
+    context: str | None = option(None, help="qa: the context the questions are asked about")
+    text_pair: str | None = option(None, help="classify: the second text, for models trained on pairs")
+    out: Path | None = option(None, help="write the JSON lines here instead of standard output")
+    batch_size: int = option(64, help="examples per forward pass")
+    device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
+    settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+
+
+def run_predict(options: PredictOptions) -> int:
+    import json
+
+    from bertforge.errors import BertforgeError
+    from bertforge.tasks.finetune import predict, write_predictions
+
+    _show_warnings()
+    if options.model is None:
+        raise BertforgeError("predict needs --model DIR")
+    records = predict(model_dir=options.model, task_name=options.task, settings=options.settings,
+                      texts=options.texts, input_path=options.input, context=options.context,
+                      text_pair=options.text_pair, batch_size=options.batch_size, device=options.device)
+    if options.out is not None:
+        write_predictions(options.out, records)
+    else:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+COMMANDS = [
+    Command(("finetune",), FinetuneOptions, run_finetune,
+            "fine-tune a BERT checkpoint for classification, NER or extractive QA",
+            examples=[
+                "bertforge finetune --config configs/finetune/sst2.yaml --model MODEL_DIR --out runs/sst2",
+                "bertforge finetune --task ner --model MODEL_DIR --train conll2003/train.txt "
+                "--dev conll2003/valid.txt --test conll2003/test.txt --out runs/conll trainer.learning_rate=5e-5",
+                "bertforge finetune --task qa --model MODEL_DIR --train train.json --dev dev.json --out runs/squad "
+                "settings.max_length=384 settings.doc_stride=128",
+            ]),
+    Command(("evaluate",), EvaluateOptions, run_evaluate,
+            "score a fine-tuned model on a labelled file; prints and writes the metrics JSON",
+            examples=["bertforge evaluate --model runs/sst2/final --data glue/sst2/dev.tsv",
+                      "bertforge evaluate --model runs/squad/final --data dev-v1.1.json --predictions preds.jsonl"]),
+    Command(("predict",), PredictOptions, run_predict,
+            "predict with a fine-tuned model; writes one JSON line per input",
+            examples=["bertforge predict --model runs/sst2/final 'a gripping, funny film' 'dull and long'",
+                      "bertforge predict --model runs/conll/final --input texts.txt --out entities.jsonl",
+                      "bertforge predict --model runs/squad/final --context 'Paris is in France.' 'Where is Paris?'"]),
+]
