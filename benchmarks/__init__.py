@@ -1,0 +1,1 @@
+"""Benchmarks: bertforge beside transformers, one module per topic (python -m benchmarks.<topic>)."""

