@@ -159,7 +159,7 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], wha
             return columns.index(name)
     if required:
         raise BertforgeError(f"cannot tell which column holds the {what} (columns: "
-                             f"{', '.join(map(repr, columns))}); set data.{what.replace(' ', '_')}_column",
+                             f"{', '.join(map(repr, columns))}); set settings.{what.replace(' ', '_')}_column",
                              path=path, line=1)
     return None
 
@@ -194,7 +194,7 @@ def read_classification(path: str | Path, settings: TaskSettings, labeled: bool 
                 text_key = next((name for name in TEXT_COLUMNS if name in record), None)
                 if text_key is None:
                     raise BertforgeError(f"cannot tell which key holds the text (keys: {', '.join(record)}); "
-                                         "set data.text_column", path=path, line=number)
+                                         "set settings.text_column", path=path, line=number)
             pair_key = settings.text_pair_column
             if pair_key is None:
                 pair_key = next((name for name in PAIR_COLUMNS if name in record), None)
@@ -252,7 +252,7 @@ def _field(record: dict[str, Any], key: str, path: Path, number: int) -> str:
 def _label(value: Any, labeled: bool, path: Path, number: int, key: str | None) -> str | None:
     if value is None:
         if labeled:
-            raise BertforgeError(f"record has no label{f' {key!r}' if key else ''}; set data.label_column",
+            raise BertforgeError(f"record has no label{f' {key!r}' if key else ''}; set settings.label_column",
                                  path=path, line=number)
         return None
     if isinstance(value, bool):

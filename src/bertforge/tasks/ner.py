@@ -282,8 +282,10 @@ class NerTask(Task):
                  f"({', '.join(map(repr, names[:5]))}); they are learned as nothing and count as misses")
 
     def _windows(self, examples: list[WordExample], tokenizer: Any, settings: TaskSettings):
+        # Windows must advance: the overlap stays under half of a window's content.
+        stride = min(settings.stride, (settings.max_length - 2) // 2 - 1)
         return encode_windows(tokenizer, [example.words for example in examples], max_length=settings.max_length,
-                              stride=settings.stride, pretokenized=True, overflow=True)
+                              stride=max(stride, 0), pretokenized=True, overflow=True)
 
     def featurize(self, examples: list[WordExample], tokenizer: Any, config: BertConfig, settings: TaskSettings,
                   training: bool) -> Features:

@@ -375,7 +375,7 @@ class QuestionAnsweringTask(Task):
     def _windows(self, examples: list[QaExample], tokenizer: Any, settings: TaskSettings) -> list[Encoded]:
         budget = settings.max_length - settings.max_query_length - 3
         if budget <= settings.doc_stride:
-            raise BertforgeError(f"data.doc_stride ({settings.doc_stride}) must be smaller than max_length - "
+            raise BertforgeError(f"settings.doc_stride ({settings.doc_stride}) must be smaller than max_length - "
                                  f"max_query_length - 3 ({budget}) so that windows advance")
         questions = [self._cut_question(example.question, tokenizer, settings) for example in examples]
         return encode_windows(tokenizer, questions, [example.context for example in examples],

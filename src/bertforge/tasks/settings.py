@@ -61,10 +61,10 @@ class TaskSettings:
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
-            raise BertforgeError(f"data.max_length must be at least 8, got {self.max_length}")
-        if not 0 <= self.stride < self.max_length // 2:
-            raise BertforgeError(f"data.stride must be in [0, max_length / 2), got {self.stride}")
+            raise BertforgeError(f"settings.max_length must be at least 8, got {self.max_length}")
+        if self.stride < 0:
+            raise BertforgeError(f"settings.stride must be >= 0, got {self.stride}")
         if self.doc_stride <= 0:
-            raise BertforgeError(f"data.doc_stride must be positive, got {self.doc_stride}")
+            raise BertforgeError(f"settings.doc_stride must be positive, got {self.doc_stride}")
         if self.max_query_length <= 0 or self.n_best <= 0 or self.max_answer_length <= 0:
-            raise BertforgeError("data.max_query_length, data.n_best and data.max_answer_length must be positive")
+            raise BertforgeError("settings.max_query_length, settings.n_best and settings.max_answer_length must be positive")
