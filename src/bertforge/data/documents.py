@@ -408,7 +408,7 @@ def _parse_jsonl(text: str, piece: Piece, text_field: str) -> list[list[str]]:
 # -- sentence splitting ------------------------------------------------------------------------
 
 _ABBREVIATIONS = (
-    "mr mrs ms dr st jr sr prof rev hon gen col capt lt sgt messrs mme mlle vs etc e.g i.e cf viz "
+    "mr mrs ms dr st jr sr prof rev hon gen col capt lt sgt messrs mme mlle vs etc e.g i.e a.m p.m cf viz "
     "vol fig ch pp jan feb apr jun jul aug sept oct nov dec").split()
 """Words whose period does not end a sentence (matched case-insensitively after a word boundary)."""
 
