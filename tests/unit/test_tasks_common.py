@@ -114,3 +114,14 @@ def test_settings_check_themselves():
 def test_unknown_task_is_a_user_error():
     with pytest.raises(BertforgeError, match="unknown task"):
         get_task("summarize")
+
+
+def test_every_finetune_recipe_parses():
+    from bertforge.cli.finetune import FinetuneOptions
+    from bertforge.config import load_config
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "configs" / "finetune").glob("*.yaml"))
+    assert len(recipes) >= 6
+    for recipe in recipes:
+        options = load_config(FinetuneOptions, recipe)
+        assert options.task in ("classify", "ner", "qa"), recipe
