@@ -215,3 +215,19 @@ def test_whole_word_default_comes_from_the_manifest(prepared):
     dataset = PretrainingDataset(directories["nsp"])
     assert PretrainingBatches(dataset, batch_size=4).whole_word is False
     assert PretrainingBatches(dataset, batch_size=4, masking=MaskingConfig(whole_word_mask=True)).whole_word
+
+
+def test_worker_processes_build_the_same_batches(prepared):
+    directories, _ = prepared
+    dataset = PretrainingDataset(directories["nsp"])
+    here = PretrainingBatches(dataset, batch_size=8, seed=2)
+    here.load_state_dict({"epoch": 1, "position": 2})
+    ahead = PretrainingBatches(dataset, batch_size=8, seed=2, num_workers=2, prefetch_factor=2)
+    ahead.load_state_dict({"epoch": 1, "position": 2})
+    expected = [(batch.indices.tolist(), batch.num_tokens, unpadded_rows(batch)) for batch in here]
+    found = []
+    for batch in ahead:
+        found.append((batch.indices.tolist(), batch.num_tokens, unpadded_rows(batch)))
+        assert ahead.state_dict()["position"] == len(found) + 2
+    assert found == expected
+    assert ahead.state_dict() == here.state_dict() == {"epoch": 2, "position": 0, "samples": 0, "seed": 2}

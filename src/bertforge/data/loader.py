@@ -21,6 +21,9 @@ The dict also carries, as attributes, `indices` (the global instance indices), `
 (non-padding tokens) and `num_predictions` (masked-LM targets): counts for throughput and loss
 normalisation without a device sync.
 
+`num_workers > 0` builds batches ahead in worker processes (a torch DataLoader over steps);
+the batches and the resume state are the same as when they are built in the trainer's process.
+
 Departure from torch's DistributedSampler: it strides (rank r takes every W-th index), so its
 union at a step is not a single-process batch; contiguous slices of one global order keep
 "world size 2 x batch b" identical to "world size 1 x batch 2b".
@@ -161,6 +164,12 @@ class PretrainingDataset:
             shard.close()
         self._open.clear()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory maps do not travel to loader worker processes; each reopens what it reads.
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        return state
+
 
 class PretrainingBatch(dict):
     """A batch: a dict of tensors, plus plain-number attributes that need no device sync."""
@@ -175,7 +184,8 @@ class PretrainingBatches:
 
     def __init__(self, dataset: PretrainingDataset, batch_size: int = 32, masking: MaskingConfig | None = None,
                  seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
-                 pad_to: Literal["longest", "max_length"] = "longest", pad_to_multiple_of: int | None = None):
+                 pad_to: Literal["longest", "max_length"] = "longest", pad_to_multiple_of: int | None = None,
+                 num_workers: int = 0, prefetch_factor: int = 4):
         """
         Args:
             masking: for dynamically masked data (the default); ignored when the data carries
@@ -185,6 +195,9 @@ class PretrainingBatches:
                 the epoch's order (as DistributedSampler pads), so every rank takes a step.
             pad_to: "longest" pads to the longest instance in the batch, "max_length" to the
                 prepared max_seq_length.
+            num_workers: processes that build batches ahead of the trainer (a torch DataLoader
+                over steps; a batch is a pure function of its step, so the batches and the
+                resume state are the same as with 0, which builds them in this process).
         """
         if batch_size < 1:
             raise BertforgeError(f"batch_size must be positive, got {batch_size}")
@@ -194,6 +207,9 @@ class PretrainingBatches:
             raise BertforgeError(f"pad_to must be 'longest' or 'max_length', got {pad_to!r}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise BertforgeError(f"pad_to_multiple_of must be positive, got {pad_to_multiple_of}")
+        if num_workers < 0 or prefetch_factor < 1:
+            raise BertforgeError(f"num_workers must be >= 0 and prefetch_factor >= 1, got {num_workers}, "
+                                 f"{prefetch_factor}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.masking = masking or MaskingConfig()
@@ -201,6 +217,7 @@ class PretrainingBatches:
         self.rank, self.world_size = rank, world_size
         self.shuffle, self.drop_last = shuffle, drop_last
         self.pad_to, self.pad_to_multiple_of = pad_to, pad_to_multiple_of
+        self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
         self.epoch = 0
         self.position = 0
         manifest = dataset.manifest
@@ -305,14 +322,22 @@ class PretrainingBatches:
         if self.position >= len(self):
             self.epoch, self.position = self.epoch + 1, 0
         epoch = self.epoch
-        while self.position < len(self):
-            step = self.position
-            batch = self.batch_at(epoch, step)
+        for step, batch in zip(range(self.position, len(self)), self._batches(epoch, self.position)):
             # Counted before the yield: a state_dict taken while the trainer holds this batch
             # says "resume after it".
             self.position = step + 1
             yield batch
         self.epoch, self.position = epoch + 1, 0
+
+    def _batches(self, epoch: int, start: int):
+        if self.num_workers == 0:
+            return (self.batch_at(epoch, step) for step in range(start, len(self)))
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Steps(self, epoch, start), batch_size=None, shuffle=False,
+                            num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
+                            collate_fn=_as_is)
+        return (_rebuild(item) for item in loader)
 
     # ---- state
 
@@ -334,3 +359,30 @@ class PretrainingBatches:
         if "seed" in state and int(state["seed"]) != self.seed:
             raise BertforgeError(f"the data state was saved with seed {state['seed']}, not {self.seed}; "
                                  "resume with the same seed")
+
+
+class _Steps:
+    """Map-style view of one epoch's remaining steps, for torch's DataLoader workers."""
+
+    def __init__(self, batches: PretrainingBatches, epoch: int, start: int):
+        self.batches, self.epoch, self.start = batches, epoch, start
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+    def __getitem__(self, offset: int) -> tuple[dict[str, Any], np.ndarray, int, int]:
+        # A plain dict and the attributes apart: the DataLoader would rebuild the dict type
+        # without them.
+        batch = self.batches.batch_at(self.epoch, self.start + offset)
+        return dict(batch), batch.indices, batch.num_tokens, batch.num_predictions
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _rebuild(item: tuple[dict[str, Any], np.ndarray, int, int]) -> PretrainingBatch:
+    tensors, indices, num_tokens, num_predictions = item
+    batch = PretrainingBatch(tensors)
+    batch.indices, batch.num_tokens, batch.num_predictions = indices, num_tokens, num_predictions
+    return batch

@@ -139,15 +139,18 @@ class PrepareConfig:
 
 
 def load_tokenizer(vocab: str | Path, lowercase: bool | None = None):
+    """A vocab file, or a tokenizer directory with its options (`lowercase` overrides its casing)."""
     from bertforge.tokenizer import BertTokenizer
 
     path = Path(vocab)
-    if path.is_dir():
-        tokenizer = BertTokenizer.from_pretrained(path)
-        if lowercase is not None and lowercase != tokenizer.lowercase:
-            tokenizer = BertTokenizer(path / "vocab.txt", lowercase=lowercase)
+    if not path.is_dir():
+        return BertTokenizer(path, lowercase=lowercase)
+    tokenizer = BertTokenizer.from_pretrained(path)
+    if lowercase is None or lowercase == tokenizer.lowercase:
         return tokenizer
-    return BertTokenizer(path, lowercase=lowercase)
+    return BertTokenizer(path / "vocab.txt", lowercase=lowercase, strip_accents=tokenizer.strip_accents,
+                         tokenize_chinese_chars=tokenizer.tokenize_chinese_chars,
+                         model_max_length=tokenizer.model_max_length)
 
 
 @dataclass
@@ -156,9 +159,8 @@ class _Setup:
 
     config: PrepareConfig
     out: str
+    """The output directory, which also holds the tokenizer (vocab.txt, tokenizer_config.json)."""
     settings_hash: str
-    vocab_file: str
-    lowercase: bool
 
 
 class _Worker:
@@ -168,7 +170,7 @@ class _Worker:
         self.setup = setup
         self.config = setup.config
         self.out = Path(setup.out)
-        self.tokenizer = BertTokenizer(setup.vocab_file, lowercase=setup.lowercase)
+        self.tokenizer = BertTokenizer.from_pretrained(self.out)
         tokenizer = self.tokenizer
         self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.dtype = token_dtype(tokenizer.vocab_size)
@@ -371,9 +373,10 @@ def _work(chunk: Chunk, digest: str) -> dict[str, Any]:
 # -- the main process --------------------------------------------------------------------------
 
 
-def settings_hash(config: PrepareConfig, vocab_hash: str, lowercase: bool) -> str:
+def settings_hash(config: PrepareConfig, tokenizer: Any) -> str:
+    """What the shards' bytes depend on besides the input: settings, vocab, tokenizer options."""
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "settings": config.settings(),
-               "vocab_hash": vocab_hash, "lowercase": lowercase}
+               "vocab_hash": tokenizer.vocab_hash, "tokenizer": tokenizer.config_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -438,7 +441,7 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     if config.whole_word_mask == "jieba":
         _load_jieba()  # fail here, before any worker starts, when jieba is missing
     out = Path(config.out)
-    expected_hash = settings_hash(config, tokenizer.vocab_hash, tokenizer.lowercase)
+    expected_hash = settings_hash(config, tokenizer)
     inputs = [{"path": str(file.path), "bytes": file.size} for file in files]
     manifest_path = out / MANIFEST
     existing = read_manifest(manifest_path)
@@ -451,8 +454,7 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
                              "pass --overwrite to replace it", path=out)
     _prepare_directory(out, existing, config.overwrite)
     tokenizer.save_pretrained(out)
-    setup = _Setup(config=config, out=str(out), settings_hash=expected_hash,
-                   vocab_file=str(out / "vocab.txt"), lowercase=tokenizer.lowercase)
+    setup = _Setup(config=config, out=str(out), settings_hash=expected_hash)
 
     total_bytes = sum(file.size for file in files)
     workers = config.workers or _available_cores()
