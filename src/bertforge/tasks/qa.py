@@ -377,19 +377,19 @@ class QuestionAnsweringTask(Task):
         if budget <= settings.doc_stride:
             raise BertforgeError(f"settings.doc_stride ({settings.doc_stride}) must be smaller than max_length - "
                                  f"max_query_length - 3 ({budget}) so that windows advance")
-        questions = [self._cut_question(example.question, tokenizer, settings) for example in examples]
+        questions = self._cut_questions([example.question for example in examples], tokenizer, settings)
         return encode_windows(tokenizer, questions, [example.context for example in examples],
                               max_length=settings.max_length, stride=settings.doc_stride, overflow=True,
                               strategy="only_second")
 
     @staticmethod
-    def _cut_question(question: str, tokenizer: Any, settings: TaskSettings) -> str:
-        question = question.strip()
-        pieces = tokenizer(question, return_offsets_mapping=True)["offset_mapping"]
-        content = [offset for offset in pieces if offset[1] > offset[0]]
-        if len(content) <= settings.max_query_length:
-            return question
-        return question[:content[settings.max_query_length - 1][1]]
+    def _cut_questions(questions: list[str], tokenizer: Any, settings: TaskSettings) -> list[str]:
+        """Questions stripped and cut after their max_query_length-th token (by character offset)."""
+        questions = [question.strip() for question in questions]
+        offsets = tokenizer(questions, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+        limit = settings.max_query_length
+        return [question if len(spans) <= limit else question[:spans[limit - 1][1]]
+                for question, spans in zip(questions, offsets)]
 
     def featurize(self, examples: list[QaExample], tokenizer: Any, config: BertConfig, settings: TaskSettings,
                   training: bool) -> Features:
