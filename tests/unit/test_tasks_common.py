@@ -125,3 +125,28 @@ def test_every_finetune_recipe_parses():
     for recipe in recipes:
         options = load_config(FinetuneOptions, recipe)
         assert options.task in ("classify", "ner", "qa"), recipe
+
+
+def test_best_tracker_keeps_the_best_and_stops_after_patience(tmp_path):
+    from bertforge.tasks.finetune import BestTracker
+
+    saved = []
+
+    class FakeModel:
+        def __init__(self, name):
+            self.name = name
+
+        def save_pretrained(self, directory, tokenizer=None):
+            directory.mkdir(parents=True)
+            (directory / "name").write_text(self.name)
+            saved.append(self.name)
+
+    tracker = BestTracker(tmp_path / "final", "accuracy", patience=2, tokenizer=None)
+    assert tracker.update(10, 0.5, FakeModel("a")) is False
+    assert tracker.update(20, 0.7, FakeModel("b")) is False
+    assert tracker.update(30, 0.6, FakeModel("c")) is False
+    resumed = BestTracker(tmp_path / "final", "accuracy", patience=2, tokenizer=None)
+    resumed.load_state(tracker.state())
+    assert resumed.update(40, 0.7, FakeModel("d")) is True  # not better: second stale evaluation
+    assert saved == ["a", "b"] and (tmp_path / "final" / "name").read_text() == "b"
+    assert resumed.best_step == 20

@@ -193,7 +193,11 @@ def finetune(*, task_name: str, model_dir: Path | None, train_path: Path, dev_pa
                 if isinstance(value, (int, float))}
 
     def on_evaluate(step: int, metrics: dict[str, float], model: Any) -> bool:
-        return tracker.update(step, metrics.get(f"dev_{primary}", float("-inf")), model)
+        # The tracker's state rides in the trainer's checkpoints, so a resumed run keeps its best.
+        tracker.load_state(trainer.run_state.get("best_on_dev"))
+        stop = tracker.update(step, metrics.get(f"dev_{primary}", float("-inf")), model)
+        trainer.run_state["best_on_dev"] = tracker.state()
+        return stop
 
     trainer = Trainer(model, train_config, out_dir, batches, TaskObjective(task.name), evaluate=evaluate,
                       tokenizer=tokenizer, on_evaluate=on_evaluate)
@@ -230,6 +234,13 @@ class BestTracker:
         self.best = float("-inf")
         self.best_step: int | None = None
         self.stale = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "stale": self.stale}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.best, self.best_step, self.stale = float(state["best"]), state["best_step"], int(state["stale"])
 
     def update(self, step: int, value: float, model: Any) -> bool:
         """Record one evaluation; True means stop (patience exhausted)."""
