@@ -63,7 +63,7 @@ def _flag_kwargs(tp: Any) -> dict[str, Any] | None:
     if origin is Literal:
         return {"choices": list(get_args(inner))}
     if origin in (list, tuple):
-        return {"nargs": "+", "metavar": "VALUE"}
+        return {"nargs": "*", "metavar": "VALUE"}
     return None
 
 

@@ -65,8 +65,11 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, bare_model: nn.M
     barrier(context)
     _save_tensor_file(temporary / f"rng-rank-{context.rank}.pt", rng_state())
     if context.is_main:
-        snapshot = type(bare_model)(bare_model.config)
-        snapshot.load_state_dict(_strip_prefixes(model_state))
+        # Built on the meta device: no memory, and no draw from the RNG that dropout uses,
+        # which would make a run that saved differ from one that resumed.
+        with torch.device("meta"):
+            snapshot = type(bare_model)(bare_model.config)
+        snapshot.load_state_dict(_strip_prefixes(model_state), assign=True)
         snapshot.save_pretrained(temporary, tokenizer=tokenizer)
         _save_tensor_file(temporary / "trainer_state.pt", {
             "step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),

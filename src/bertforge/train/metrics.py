@@ -38,6 +38,16 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                     self.writer.add_scalar(f"{split}/{key}", value, record.get("step", 0))
 
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after `step` (by a run that died before its next checkpoint)."""
+        if not self.enabled or not self.path.exists():
+            return
+        from bertforge.fileio import atomic_write_text
+
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

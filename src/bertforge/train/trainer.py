@@ -4,8 +4,9 @@ What it takes:
 - a model (a `BertPreTrainedModel`, unwrapped; the trainer wraps it for DDP/FSDP/compile),
 - an `Objective`, which says how to compute the losses of a micro-batch and how many items
   each loss averages over (masked tokens, sentences, labelled tokens),
-- batches: an iterable of micro-batches (dicts of tensors) with `set_epoch`, `state_dict` and
-  `load_state_dict`, so that resume restores the data position directly instead of replaying,
+- batches: an iterable of micro-batches (dicts of tensors) with `set_epoch`, `state_dict`
+  ({"epoch", "position", ...}) and `load_state_dict`, so that resume restores the data position
+  directly instead of replaying; iterating yields the rest of the current epoch,
 - optionally `evaluate(model) -> dict[str, float]` and a tokenizer to save beside the weights.
 
 Every loss is normalized by its item count over the whole optimizer step (all micro-batches on
@@ -117,6 +118,7 @@ class Trainer:
                                             self.bare_model.config)
         self.step = int(state["step"])
         self.batches.load_state_dict(state["data"])
+        self.log.truncate_after(self.step)
         self.run_state.update(state.get("run", {}))
         self.print(f"resumed from {path} at step {self.step}")
         return True
@@ -193,7 +195,9 @@ class Trainer:
                 yield batch
             if not produced:
                 raise BertforgeError("the training data yields no batch (too few instances for the batch size?)")
-            self.batches.set_epoch(self.batches.state_dict()["epoch"] + 1)
+            state = self.batches.state_dict()
+            if state["position"] != 0:  # a loader that does not move to the next epoch by itself
+                self.batches.set_epoch(state["epoch"] + 1)
 
     def _train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, dict[str, float], int, float]:
         context, config = self.context, self.config
