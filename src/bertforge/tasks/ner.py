@@ -375,11 +375,10 @@ class NerTask(Task):
         return record
 
     def read_inputs(self, path: str | Path, settings: TaskSettings) -> list[WordExample]:
-        """A CoNLL file (words per line) when its lines have columns, else one raw text per line."""
+        """A CoNLL file when its lines look like `word ... TAG`, else one raw text per line."""
         lines = read_lines(path)
-        columns = [line for line in lines if line.strip()]
-        if columns and sum(("\t" in line or " " in line.strip()) for line in columns[:50]) == len(columns[:50]) \
-                and any(not line.strip() for line in lines):
+        sample = [line for line in lines if line.strip()][:50]
+        if sample and all(_looks_like_conll(line) for line in sample):
             return read_conll(path, settings, labeled=False)
         texts = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
         examples = self.inputs_from_texts([text for _, text in texts], settings)
@@ -408,6 +407,11 @@ class NerTask(Task):
             records.append(self._record(WordExample(example.words, None, example.line, example.source,
                                                     example.text, example.spans), tags, probabilities, names))
         return records
+
+
+def _looks_like_conll(line: str) -> bool:
+    fields = line.split("\t") if "\t" in line else line.split()
+    return fields[0] == DOCSTART or (2 <= len(fields) <= 6 and _valid_tag(fields[-1].strip()))
 
 
 def first_subtokens(word_ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
