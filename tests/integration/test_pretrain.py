@@ -133,13 +133,13 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path, prepared):
     assert latest_checkpoint(run_dir).name == "step-6"
 
 
-@pytest.mark.parametrize("parallelism", ["ddp"])
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_torchrun_two_ranks_match_one_process(tmp_path, prepared, parallelism):
     common = [f"data.prepared={prepared}", "train.max_steps=4", *TINY, "model.changes.hidden_dropout_prob=0.0",
               "model.changes.attention_probs_dropout_prob=0.0", "--fill-mask"]
     bertforge("pretrain", "--run-dir", str(tmp_path / "one"), *common)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29517 + (parallelism == "fsdp")),
          "-m", "bertforge", "pretrain", "--run-dir", str(tmp_path / "two"), *common,
          f"train.parallelism={parallelism}"],
         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -129,10 +129,11 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
     flags = {f.name: getattr(namespace, f.name) for f in fields(command.options) if hasattr(namespace, f.name)}
     positional = [f.name for f in fields(command.options) if f.metadata.get("positional")]
     overrides = list(getattr(namespace, "overrides", []) or [])
-    # A positional list field (e.g. texts) swallows nothing that looks like an override.
-    for name in positional:
+    # A list option (`--fill-mask A B`, positional texts) swallows nothing that looks like an
+    # override: `--fill-mask train.max_steps=3` means no sentences and one override.
+    for name in list(flags):
         value = flags.get(name)
-        if isinstance(value, list):
+        if isinstance(value, list) and command.takes_overrides:
             keep = [item for item in value if not _looks_like_override(item)]
             overrides = [item for item in value if _looks_like_override(item)] + overrides
             flags[name] = keep
