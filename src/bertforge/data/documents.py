@@ -192,10 +192,12 @@ def _read_exactly(handle: IO[bytes], size: int, path: Path) -> bytes:
     while remaining > 0:
         try:
             data = handle.read(remaining)
-        except (gzip.BadGzipFile, zlib.error, OSError) as error:
+        except (gzip.BadGzipFile, zlib.error) as error:
             raise BertforgeError(f"not a valid gzip file ({error})", path=path) from None
         except EOFError:
             raise BertforgeError("gzip file is truncated", path=path) from None
+        except OSError as error:
+            raise BertforgeError(f"cannot read input: {error.strerror or error}", path=path) from None
         if not data:
             break
         parts.append(data)

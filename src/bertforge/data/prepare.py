@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -115,6 +116,9 @@ class PrepareConfig:
             raise BertforgeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
         if not isinstance(self.dupe_factor, int) or self.dupe_factor < 1:
             raise BertforgeError(f"dupe_factor must be a positive integer, got {self.dupe_factor!r}")
+        if self.dupe_factor > 1 and self.mode == "mlm" and self.masking == "dynamic":
+            raise BertforgeError("dupe_factor > 1 in mlm mode with dynamic masking would only repeat identical "
+                                 "sequences (packing is deterministic); use --masking static or dupe_factor 1")
         if self.workers < 0:
             raise BertforgeError(f"workers must be 0 (all cores) or positive, got {self.workers!r}")
         if not self.chunk_mb > 0:
@@ -430,6 +434,10 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     With `progress`, shows a progress bar (MB/s and instances/s; by default only when stderr is
     a terminal, `bar` forces it on or off) and logs a summary at the end. Warnings (invalid
     UTF-8 replaced, per file) are logged always. `log` defaults to printing on stderr.
+
+    Workers are started with the "spawn" method (safe beside threads and the tokenizers thread
+    pool), so a script that calls this with workers > 1 must do so under
+    `if __name__ == "__main__":`, as with any multiprocessing code.
     """
     log = log or _default_log
     started = time.perf_counter()
@@ -537,6 +545,11 @@ def _run_pool(files: list[InputFile], config: PrepareConfig, setup: _Setup, out:
                 collect(block=False)
         while pending:
             collect(block=True)
+    except BrokenProcessPool:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise BertforgeError("a worker process died: killed for lack of memory, or it could not start (a script "
+                             "that calls prepare_corpus with workers > 1 must do so under "
+                             "`if __name__ == \"__main__\":`); finished shards are kept, run again to resume") from None
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise
