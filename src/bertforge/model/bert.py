@@ -4,6 +4,16 @@
 not IGNORE_INDEX when labels are given (`config.sparse_prediction`, on by default), as
 google-research/bert gathers `masked_lm_positions`: about 15% of the vocab-sized matmul and of
 its activation memory. The loss is the same as the dense one.
+
+Fast paths, each a plain attribute that can be switched off to get the plain padded path:
+- `BertModel.unpad_inputs` (default True): the encoder runs on the real tokens only
+  (`bertforge.model.unpad`); outputs at padded positions are zeros;
+- `BertForPreTraining.sparse_last_layer` / `BertForMaskedLM.sparse_last_layer` (default True,
+  used with sparse prediction): the last layer computes its output only at the positions a
+  loss reads (the labelled ones and [CLS]), as MosaicBERT does; keys and values still come from
+  every token, so the loss and its gradients are unchanged.
+Both are off when attention probabilities are asked for, and the sparse last layer is off when
+hidden states are.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.model.heads import MaskedLMHead, Pooler
 from bertforge.model.layers import Embeddings, Encoder
 from bertforge.model.outputs import EncoderOutput, PreTrainingOutput
+from bertforge.model.unpad import TokenLayout
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -91,18 +102,112 @@ class BertModel(BertPreTrainedModel):
         self.pooler = Pooler(config) if add_pooler else None
         self.init_weights()
 
+    unpad_inputs: bool = True
+    """Run the encoder on the real tokens only (see bertforge.model.unpad); False: padded path."""
+
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, *, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> EncoderOutput:
         """input_ids, token_type_ids, attention_mask: (B, T). attention_mask is 1 for real tokens."""
+        if output_attentions or not self.unpad_inputs or self._pools_padding(attention_mask):
+            return self.forward_padded(input_ids, token_type_ids, attention_mask,
+                                       output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        layout = self.layout(input_ids, attention_mask)
+        tokens, hidden_states = self.encode_tokens(input_ids, token_type_ids, layout, output_hidden_states)
+        x = layout.pad(tokens)  # (B, T, H)
+        if hidden_states is not None:
+            hidden_states = tuple(layout.pad(state) for state in hidden_states)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return EncoderOutput(x, pooled, hidden_states, None)
+
+    def forward_padded(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                       attention_mask: torch.Tensor | None = None, *, output_attentions: bool = False,
+                       output_hidden_states: bool = False) -> EncoderOutput:
+        """The plain path: every position of (B, T) computed, padding masked out of attention."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         x, hidden_states, attentions = self.encoder(
             x, padding_mask(attention_mask), output_attentions, output_hidden_states)
         pooled = self.pooler(x) if self.pooler is not None else None
         return EncoderOutput(x, pooled, hidden_states, attentions)
 
+    def _pools_padding(self, attention_mask: torch.Tensor | None) -> bool:
+        """A left-padded row: the pooler reads a padded position, which only the padded path computes."""
+        return self.pooler is not None and attention_mask is not None and not bool(attention_mask[:, 0].all())
 
-class BertForPreTraining(BertPreTrainedModel):
+    @staticmethod
+    def layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> TokenLayout:
+        batch, seq_len = input_ids.shape
+        return TokenLayout.from_mask(attention_mask, batch, seq_len, input_ids.device)
+
+    def encode_tokens(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, layout: TokenLayout,
+                      output_hidden_states: bool = False, keep: torch.Tensor | None = None):
+        """The encoder on the real tokens: (N, H), or (K, H) for the `keep` rows of the last layer.
+
+        Returns (tokens, hidden_states): hidden_states is a tuple of (N, H) when asked for.
+        """
+        x = self.embeddings.forward_tokens(input_ids, token_type_ids, layout)  # (N, H)
+        x, hidden_states, _ = self.encoder(x, layout, False, output_hidden_states, keep)
+        return x, hidden_states
+
+    def encode_selected(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                        attention_mask: torch.Tensor | None, wanted: torch.Tensor) -> torch.Tensor | None:
+        """The last hidden state at the `wanted` (B, T) positions only: (K, H) in row-major order.
+
+        None when a wanted position is padding (the caller then takes the padded path, which
+        computes something there); the last layer runs only for the K wanted rows.
+        """
+        if attention_mask is not None and bool((wanted & ~attention_mask.bool()).any()):
+            return None
+        layout = self.layout(input_ids, attention_mask)
+        tokens, _ = self.encode_tokens(input_ids, token_type_ids, layout, keep=layout.select(wanted))
+        return tokens
+
+
+class _SparseLastLayer:
+    """The `sparse_last_layer` switch shared by the two masked-LM models."""
+
+    sparse_last_layer: bool = True
+    """With sparse prediction, compute the last layer only where the losses read it."""
+    config: BertConfig
+    bert: BertModel
+
+    def encode(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+               attention_mask: torch.Tensor | None, labels: torch.Tensor | None, output_attentions: bool,
+               output_hidden_states: bool) -> EncoderOutput:
+        """BertModel's forward, padded when a label sits on padding (only that path computes it)."""
+        on_padding = (labels is not None and attention_mask is not None
+                      and bool(((labels != IGNORE_INDEX) & ~attention_mask.bool()).any()))
+        run = self.bert.forward_padded if on_padding else self.bert
+        return run(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
+                   output_hidden_states=output_hidden_states)
+
+    def uses_sparse_last_layer(self, labels: torch.Tensor | None, output_attentions: bool,
+                               output_hidden_states: bool) -> bool:
+        return (self.sparse_last_layer and self.config.sparse_prediction and self.bert.unpad_inputs
+                and labels is not None and not output_attentions and not output_hidden_states)
+
+
+def sparse_tail(bert: BertModel, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                attention_mask: torch.Tensor | None, labels: torch.Tensor, with_cls: bool):
+    """The last hidden state at the labelled positions (M, H) and, with_cls, at [CLS] (B, H).
+
+    None when a needed position is padding; the caller then takes the general path.
+    """
+    predicted = labels != IGNORE_INDEX  # (B, T)
+    wanted = predicted.clone()
+    if with_cls:
+        wanted[:, 0] = True
+    selected = bert.encode_selected(input_ids, token_type_ids, attention_mask, wanted)  # (K, H)
+    if selected is None:
+        return None
+    if not with_cls:
+        return selected, None
+    is_cls = torch.zeros_like(wanted)
+    is_cls[:, 0] = True
+    return selected[predicted[wanted]], selected[is_cls[wanted]]  # (M, H), (B, H)
+
+
+class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
     """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
 
     architecture = "BertForPreTraining"
@@ -120,11 +225,21 @@ class BertForPreTraining(BertPreTrainedModel):
                 next_sentence_label: torch.Tensor | None = None, *, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> PreTrainingOutput:
         """labels (B, T): token ids to predict, IGNORE_INDEX elsewhere; next_sentence_label (B,): 1 = random B."""
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states)
-        mlm_logits, mlm_labels, mlm_loss = masked_lm(
-            self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-            self.config.sparse_prediction)
+        tail = None
+        if self.uses_sparse_last_layer(labels, output_attentions, output_hidden_states):
+            tail = sparse_tail(self.bert, input_ids, token_type_ids, attention_mask, labels, with_cls=True)
+        if tail is not None:
+            selected, cls_hidden = tail
+            mlm_logits, mlm_labels, mlm_loss = masked_lm(
+                self.mlm, self.bert.embeddings.word_embeddings.weight, selected, labels[labels != IGNORE_INDEX],
+                sparse=False)
+            encoded = EncoderOutput(cls_hidden, self.bert.pooler(cls_hidden[:, None]))
+        else:
+            encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
+                                  output_hidden_states)
+            mlm_logits, mlm_labels, mlm_loss = masked_lm(
+                self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
+                self.config.sparse_prediction)
         nsp_logits = self.nsp(encoded.pooler_output)  # (B, 2)
         nsp_loss = None
         if next_sentence_label is not None:
@@ -135,7 +250,7 @@ class BertForPreTraining(BertPreTrainedModel):
                                  encoded.hidden_states, encoded.attentions)
 
 
-class BertForMaskedLM(BertPreTrainedModel):
+class BertForMaskedLM(_SparseLastLayer, BertPreTrainedModel):
     """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask."""
 
     architecture = "BertForMaskedLM"
@@ -152,8 +267,16 @@ class BertForMaskedLM(BertPreTrainedModel):
                 next_sentence_label: torch.Tensor | None = None, *, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> PreTrainingOutput:
         """As BertForPreTraining, without NSP: `next_sentence_label` is accepted and ignored."""
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
-                            output_hidden_states=output_hidden_states)
+        tail = None
+        if self.uses_sparse_last_layer(labels, output_attentions, output_hidden_states):
+            tail = sparse_tail(self.bert, input_ids, token_type_ids, attention_mask, labels, with_cls=False)
+        if tail is not None:
+            mlm_logits, mlm_labels, mlm_loss = masked_lm(
+                self.mlm, self.bert.embeddings.word_embeddings.weight, tail[0], labels[labels != IGNORE_INDEX],
+                sparse=False)
+            return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None)
+        encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
+                              output_hidden_states)
         mlm_logits, mlm_labels, mlm_loss = masked_lm(
             self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
             self.config.sparse_prediction)

@@ -37,5 +37,9 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """hidden (..., H), word_embeddings (V, H) -> logits (..., V)."""
-        hidden = self.layer_norm(self.act(self.transform(hidden)))
+        hidden = self.act(self.transform(hidden))
+        # Under bf16 autocast the transform's output is bf16, and CPU autocast leaves LayerNorm
+        # in its input's dtype; normalising in the weights' dtype (fp32) keeps the statistics
+        # and the output in fp32, as the encoder's LayerNorms get them from the fp32 residual.
+        hidden = self.layer_norm(hidden.to(self.layer_norm.weight.dtype))
         return F.linear(hidden, word_embeddings, self.bias)

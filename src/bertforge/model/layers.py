@@ -8,7 +8,11 @@ Departures from the paper's TF code, none of which changes the numbers:
   and CUDA, flash attention on CUDA when no padding mask is needed); the explicit
   softmax(QK^T/sqrt(D)) path is used only when the caller asks for attention probabilities;
 - query, key and value are one (H, 3H) projection by default (`config.fused_qkv`), saved and
-  loaded as Hugging Face's three separate tensors by `bertforge.convert`.
+  loaded as Hugging Face's three separate tensors by `bertforge.convert`;
+- every module also runs "token-major" on the N real tokens of an unpadded batch, (N, H)
+  instead of (B, T, H), given a `TokenLayout` (see `bertforge.model.unpad`); the last layer
+  can be asked for a subset of its output rows only (`keep`), which is all a sparse masked-LM
+  loss or a pooler reads.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.config import BertConfig
+from bertforge.model.unpad import TokenLayout, varlen_attention, varlen_attention_available
 
 
 def activation(name: str):
@@ -55,6 +60,17 @@ class Embeddings(nn.Module):
             x = x + self.token_type_embeddings.weight[0]
         else:
             x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(x))
+
+    def forward_tokens(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                       layout: TokenLayout) -> torch.Tensor:
+        """The same sum for the real tokens only: (B, T) ids -> (N, H)."""
+        ids = layout.gather(input_ids)  # (N,)
+        x = self.word_embeddings(ids) + self.position_embeddings(layout.positions(ids.device))  # (N, H)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(layout.gather(token_type_ids))
         return self.dropout(self.layer_norm(x))
 
 
@@ -100,6 +116,24 @@ class SelfAttention(nn.Module):
         context = context.transpose(1, 2).reshape(batch, seq_len, hidden)  # (B, T, H)
         return self.output(context), probs
 
+    def context_tokens(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """x (N, H) real tokens -> attention context (N, H), before the output projection."""
+        hidden = x.shape[-1]
+        if self.fused:
+            qkv = self.qkv(x)  # (N, 3H)
+        else:
+            qkv = torch.cat([self.query(x), self.key(x), self.value(x)], dim=-1)  # (N, 3H)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if varlen_attention_available(qkv, dropout_p):
+            q, k, v = qkv.view(-1, 3, self.num_heads, self.head_size).unbind(1)  # 3 x (N, heads, D)
+            return varlen_attention(q, k, v, layout).reshape(-1, hidden)
+        grid = layout.to_grid(qkv)  # (B, L, 3H)
+        batch, length = grid.shape[0], grid.shape[1]
+        q, k, v = grid.view(batch, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (B, N, L, D)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, dropout_p=dropout_p)
+        context = context.transpose(1, 2).reshape(batch, length, hidden)  # (B, L, H)
+        return layout.from_grid(context)  # (N, H)
+
 
 class FeedForward(nn.Module):
     """H -> F -> H with the configured activation (exact GELU for BERT)."""
@@ -129,9 +163,20 @@ class EncoderLayer(nn.Module):
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
-                return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(x, mask, return_probs)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | TokenLayout | None, return_probs: bool = False,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, H) with a (B, 1, 1, T) mask or None; or x (N, H) real tokens with their TokenLayout.
+
+        keep (K,): token-major only, the rows of the output wanted; the others are not computed
+        past attention (their keys and values are still used), and the result is (K, H).
+        """
+        if isinstance(mask, TokenLayout):
+            context = self.attention.context_tokens(x, mask)  # (N, H)
+            if keep is not None:
+                context, x = context.index_select(0, keep), x.index_select(0, keep)  # (K, H)
+            attended, probs = self.attention.output(context), None
+        else:
+            attended, probs = self.attention(x, mask, return_probs)
         x = self.attention_norm(x + self.dropout(attended))
         x = self.output_norm(x + self.dropout(self.feed_forward(x)))
         return x, probs
@@ -142,12 +187,17 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False,
-                output_hidden_states: bool = False):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | TokenLayout | None, output_attentions: bool = False,
+                output_hidden_states: bool = False, keep: torch.Tensor | None = None):
+        """x (B, T, H) and a padding mask, or x (N, H) and a TokenLayout; keep: see EncoderLayer."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
-            x, probs = layer(x, mask, output_attentions)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            if index == last and keep is not None:
+                x, probs = layer(x, mask, output_attentions, keep)
+            else:
+                x, probs = layer(x, mask, output_attentions)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
