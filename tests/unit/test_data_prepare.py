@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -235,3 +236,35 @@ def test_bad_inputs(tmp_path):
         prepare(tmp_path, tmp_path / "missing-vocab.txt", tmp_path / "out")
     with pytest.raises(BertforgeError, match="max_seq_length"):
         PrepareConfig(inputs=["x"], vocab="v", out="o", max_seq_length=2)
+
+
+def test_errors_raised_in_worker_processes_name_file_and_line(corpus, tmp_path):
+    root, _, vocab = corpus
+    text = tmp_path / "text"
+    shutil.copytree(root / "text", text)
+    bad = text / "part1.txt"
+    lines = bad.read_bytes().split(b"\n")
+    lines[40] = lines[40] + b" caf\xe9"
+    bad.write_bytes(b"\n".join(lines))
+    with pytest.raises(BertforgeError, match="invalid UTF-8") as error:
+        prepare(tmp_path, vocab, tmp_path / "out", workers=2, strict=True)
+    assert f"{bad}:41:" in str(error.value)
+    manifest = prepare(tmp_path, vocab, tmp_path / "out", workers=2)
+    assert manifest["counts"]["replaced_characters"] == 1
+    assert manifest["replaced_by_file"] == {str(bad): 1}
+
+
+def test_config_rejects_pointless_duplicates():
+    with pytest.raises(BertforgeError, match="only repeat identical"):
+        PrepareConfig(inputs=["x"], vocab="v", out="o", mode="mlm", dupe_factor=2)
+    PrepareConfig(inputs=["x"], vocab="v", out="o", mode="mlm", dupe_factor=2, masking="static")
+
+
+def test_tiny_corpus_still_gets_an_eval_split(tmp_path):
+    vocab = write_vocab(tmp_path)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "small.txt").write_text(
+        "The cat walks. The dog talks.\n\nThe bird jumps. The tree sees.\n\nA river and a stone.\n")
+    manifest = prepare(tmp_path, vocab, tmp_path / "out", eval_fraction=0.01)
+    assert manifest["splits"]["eval"]["documents"] == 1 and manifest["splits"]["train"]["documents"] == 2
+    assert manifest["counts"]["instances"]["eval"] > 0

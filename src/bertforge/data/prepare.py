@@ -18,8 +18,9 @@ Why this shape:
   with the same files as an uninterrupted run.
 
 The random-next document of an NSP pair comes from the same chunk (`instances` docstring).
-Documents are held out for evaluation whole (`eval_fraction`, drawn per document), so no
-sentence of an eval instance also appears in a training instance's real pair.
+Documents are held out for evaluation whole (`eval_fraction`, drawn per document; the first
+chunk gives at least one, so a small corpus still has an eval split), so no sentence of an eval
+instance also appears in a training instance's real pair.
 """
 
 from __future__ import annotations
@@ -199,7 +200,12 @@ class _Worker:
                 replaced_by_file[piece.path] = replaced_by_file.get(piece.path, 0) + piece_stats.replaced_characters
         token_documents, long_split = self._tokenize(documents)
         rng = np.random.default_rng([PREPARE_STREAM, config.seed, chunk.index])
-        held_out = rng.random(len(token_documents)) < config.eval_fraction
+        draws = rng.random(len(token_documents))
+        held_out = draws < config.eval_fraction
+        if chunk.index == 0 and config.eval_fraction > 0 and not held_out.any() and len(draws) >= 2:
+            # A small corpus must not end up with an empty eval split: the first chunk gives
+            # at least its lowest-drawn document.
+            held_out[int(np.argmin(draws))] = True
         chunk_info = {"index": chunk.index, "digest": digest, "settings_hash": self.setup.settings_hash,
                       "text": stats.as_dict(), "long_sentences_split": long_split,
                       "replaced_by_file": replaced_by_file}
