@@ -271,7 +271,7 @@ def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | N
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
                 if step >= total:
                     break
