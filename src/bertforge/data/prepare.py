@@ -471,12 +471,13 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     setup = _Setup(config=config, out=str(out), settings_hash=expected_hash)
 
     total_bytes = sum(file.size for file in files)
+    compressed = _any_compressed(files)
     workers = config.workers or _available_cores()
-    if total_bytes <= config.chunk_bytes:
-        workers = 1
+    if total_bytes <= config.chunk_bytes and not compressed:
+        workers = 1  # one chunk: starting worker processes would only cost time
     results: dict[int, dict[str, Any]] = {}
     show_bar = progress and (sys.stderr.isatty() if bar is None else bar)
-    progress_bar = _progress_bar(total_bytes if not _any_compressed(files) else None, enabled=show_bar)
+    progress_bar = _progress_bar(None if compressed else total_bytes, enabled=show_bar)
     state = {"instances": 0, "reused": 0}
 
     def record(index: int, result: dict[str, Any], num_bytes: int) -> None:
