@@ -1,0 +1,175 @@
+"""Held-out masked-LM and NSP accuracy against wall time: bertforge vs transformers.
+
+Both sides pretrain the same preset from the same initial weights on the same batches (the
+English corpora in the shared data, prepared once by bertforge, dynamic 80/10/10 masking),
+with the same optimizer (AdamW, foreach), learning-rate schedule, batch size and precision,
+one after the other in this process, each for the same wall time. Every `--eval-seconds` the
+same held-out batches are scored on both sides.
+
+    python -m benchmarks.pretrain_curve --minutes 30 --preset mini --precision bf16
+
+Writes benchmarks/results/pretrain_curve.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from bertforge.config import BertConfig
+from bertforge.model import BertForPreTraining
+from bertforge.train import autocast
+from bertforge.train.optim import parameter_groups
+from bertforge.train.pretraining import evaluate_pretraining
+from bertforge.train.schedule import schedule_factor
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def data_root() -> Path:
+    env = os.environ.get("BERTFORGE_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class HFAdapter(torch.nn.Module):
+    """transformers' BertForPreTraining behind bertforge's output fields (dense MLM logits)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, next_sentence_label=None):
+        out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
+                         labels=labels, next_sentence_label=next_sentence_label)
+        return type("Output", (), {"loss": out.loss, "mlm_logits": out.prediction_logits, "mlm_labels": labels,
+                                   "nsp_logits": out.seq_relationship_logits})()
+
+
+def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dict]:
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=args.learning_rate, eps=1e-6, foreach=True)
+    warmup = int(0.02 * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, warmup, total_steps, "linear"))
+    device = torch.device("cpu")
+    curve = []
+
+    def evaluate(elapsed, step):
+        model.eval()
+        eval_batches.set_epoch(0)
+        with torch.no_grad(), autocast(device, args.precision):
+            metrics = evaluate_pretraining(model, eval_batches, device, args.eval_batches)
+        model.train()
+        curve.append({"side": name, "seconds": elapsed, "step": step, **metrics})
+        print(f"{name:12s} {elapsed:7.0f}s step {step:5d}  mlm acc {metrics.get('mlm_accuracy', 0):.3f}  "
+              f"nsp acc {metrics.get('nsp_accuracy', 0):.3f}", flush=True)
+
+    budget = args.minutes * 60
+    evaluate(0.0, 0)
+    batches.set_epoch(0)
+    stream = iter(batches)
+    trained, step, next_eval = 0.0, 0, args.eval_seconds
+    model.train()
+    while trained < budget and step < total_steps:
+        try:
+            batch = next(stream)
+        except StopIteration:
+            stream = iter(batches)
+            batch = next(stream)
+        start = time.perf_counter()
+        with autocast(device, args.precision):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        trained += time.perf_counter() - start  # evaluation time is not training time
+        step += 1
+        if trained >= next_eval:
+            evaluate(trained, step)
+            next_eval += args.eval_seconds
+    evaluate(trained, step)
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0, help="training wall time per side")
+    parser.add_argument("--preset", default="mini")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--eval-seconds", type=float, default=120.0)
+    parser.add_argument("--eval-batches", type=int, default=20)
+    parser.add_argument("--steps-for-schedule", type=int, default=6000,
+                        help="the schedule's total steps (the same on both sides)")
+    parser.add_argument("--data-dir", default="runs/bench-data")
+    args = parser.parse_args()
+
+    import transformers
+
+    from bertforge.data import MaskingConfig, PrepareConfig, PretrainingBatches, PretrainingDataset, prepare_corpus
+
+    root = data_root() / "corpora"
+    prepare_corpus(PrepareConfig(inputs=[str(root / "gutenberg"), str(root / "wikitext-2-raw/wiki.test.raw"),
+                                         str(root / "tinyshakespeare/input.txt")],
+                                 vocab=str(data_root() / "vocab/bert-base-uncased-vocab.txt"), out=args.data_dir,
+                                 max_seq_length=args.max_seq_length, eval_fraction=0.02), progress=True)
+    train_set, eval_set = PretrainingDataset(args.data_dir, "train"), PretrainingDataset(args.data_dir, "eval")
+
+    def loaders():
+        return (PretrainingBatches(train_set, batch_size=args.batch_size, masking=MaskingConfig(), seed=0),
+                PretrainingBatches(eval_set, batch_size=64, seed=0, shuffle=False, drop_last=False))
+
+    torch.manual_seed(0)
+    ours = BertForPreTraining(BertConfig.from_preset(args.preset, vocab_size=30522))
+    hf_config = transformers.BertConfig(**{k: v for k, v in ours.config.to_dict().items() if k != "bertforge"})
+    theirs = transformers.BertForPreTraining(hf_config)
+    from bertforge.convert import to_hf_state_dict
+
+    state = to_hf_state_dict(ours)
+    theirs.load_state_dict({**state, "cls.predictions.decoder.weight": state["bert.embeddings.word_embeddings.weight"],
+                            "cls.predictions.decoder.bias": state["cls.predictions.bias"]}, strict=False)
+    curve = []
+    for name, model in (("bertforge", ours), ("transformers", HFAdapter(theirs))):
+        batches, eval_batches = loaders()
+        curve += train_for(name, model, batches, eval_batches, args, args.steps_for_schedule)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    (RESULTS / "pretrain_curve.json").write_text(json.dumps({"args": vars(args), "machine": machine, "curve": curve}, indent=1))
+    lines = [f"# Pretraining curve: {args.preset}, {args.precision}, batch {args.batch_size}, seq {args.max_seq_length}, "
+             f"{args.minutes:g} min per side", "", f"Machine: {machine}", "",
+             "| side | train seconds | steps | held-out MLM acc | held-out NSP acc |", "|---|---|---|---|---|"]
+    lines += [f"| {r['side']} | {r['seconds']:.0f} | {r['step']} | {r.get('mlm_accuracy', 0):.3f} | "
+              f"{r.get('nsp_accuracy', 0):.3f} |" for r in curve]
+    (RESULTS / "pretrain_curve.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for side in ("bertforge", "transformers"):
+            rows = [r for r in curve if r["side"] == side]
+            for axis, key in zip(axes, ("mlm_accuracy", "nsp_accuracy")):
+                axis.plot([r["seconds"] / 60 for r in rows], [r.get(key, 0) for r in rows], marker="o", label=side)
+                axis.set_xlabel("training minutes")
+                axis.set_ylabel(key.replace("_", " "))
+                axis.legend()
+        figure.suptitle(f"{args.preset} {args.precision} on the English corpora ({machine})")
+        figure.tight_layout()
+        figure.savefig(RESULTS / "pretrain_curve.png", dpi=110)
+    except ImportError:
+        print("matplotlib not installed: no plot")
+
+
+if __name__ == "__main__":
+    main()
