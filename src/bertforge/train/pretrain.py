@@ -53,6 +53,9 @@ class DataSection:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     pad_to_multiple_of: int | None = 8
     """Round each batch's length up to a multiple of this (friendlier matrix shapes)."""
+    num_workers: int | None = None
+    """Processes building batches ahead of the step; None: 2 on CUDA, 0 on CPU (where the
+    two cores are better spent on the step itself)."""
 
 
 @dataclass
@@ -158,9 +161,12 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)
     model = build_model(config, tokenizer.vocab_size, mode)
     micro, accumulation = config.train.accumulation(context.world_size)
+    workers = config.data.num_workers
+    if workers is None:
+        workers = 2 if context.device.type == "cuda" else 0
     batches = PretrainingBatches(train_set, batch_size=micro * accumulation, masking=config.data.masking,
                                  seed=config.train.seed, rank=context.rank, world_size=context.world_size,
-                                 pad_to_multiple_of=config.data.pad_to_multiple_of)
+                                 pad_to_multiple_of=config.data.pad_to_multiple_of, num_workers=workers)
     batches = MicroBatches(batches, micro) if accumulation > 1 else batches
     eval_batches = PretrainingBatches(eval_set, batch_size=micro, masking=config.data.masking, seed=config.train.seed,
                                       shuffle=False, drop_last=False, pad_to_multiple_of=config.data.pad_to_multiple_of)

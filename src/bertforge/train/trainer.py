@@ -210,7 +210,11 @@ class Trainer:
         self.model.train()
         for index, batch in enumerate(micro_batches):
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            batch = {key: value.to(context.device, non_blocking=True) for key, value in batch.items()}
+            if context.device.type == "cuda":
+                # Pinned host memory lets the copy overlap with the previous micro-batch's kernels.
+                batch = {key: value.pin_memory().to(context.device, non_blocking=True) for key, value in batch.items()}
+            else:
+                batch = dict(batch)
             last = index == len(micro_batches) - 1
             with distributed.no_sync(self.model, not last), autocast(context.device, config.precision):
                 losses = self.objective.losses(self.forward_model, batch)
