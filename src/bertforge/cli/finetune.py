@@ -113,6 +113,9 @@ class PredictOptions:
     batch_size: int = option(64, help="examples per forward pass")
     device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
     settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+    backend: Literal["torch", "onnx"] = option("torch", help="torch, or onnx: onnxruntime on MODEL/model.onnx "
+                                                             "(bertforge export onnx / quantize)")
+    onnx_file: Path | None = option(None, help="with --backend onnx: the ONNX graph (default MODEL/model.onnx)")
 
 
 def run_predict(options: PredictOptions) -> int:
@@ -124,9 +127,18 @@ def run_predict(options: PredictOptions) -> int:
     _show_warnings()
     if options.model is None:
         raise BertforgeError("predict needs --model DIR")
-    records = predict(model_dir=options.model, task_name=options.task, settings=options.settings,
-                      texts=options.texts, input_path=options.input, context=options.context,
-                      text_pair=options.text_pair, batch_size=options.batch_size, device=options.device)
+    if options.backend == "onnx":
+        # The onnxruntime backend (bertforge.export.onnx) runs the same task predict code.
+        from bertforge.export.onnx import predict_onnx
+
+        records = predict_onnx(model_dir=options.model, task_name=options.task, settings=options.settings,
+                               texts=options.texts, input_path=options.input, context=options.context,
+                               text_pair=options.text_pair, batch_size=options.batch_size,
+                               onnx_file=options.onnx_file)
+    else:
+        records = predict(model_dir=options.model, task_name=options.task, settings=options.settings,
+                          texts=options.texts, input_path=options.input, context=options.context,
+                          text_pair=options.text_pair, batch_size=options.batch_size, device=options.device)
     if options.out is not None:
         write_predictions(options.out, records)
     else:
@@ -154,5 +166,6 @@ COMMANDS = [
             "predict with a fine-tuned model; writes one JSON line per input",
             examples=["bertforge predict --model runs/sst2/final 'a gripping, funny film' 'dull and long'",
                       "bertforge predict --model runs/conll/final --input texts.txt --out entities.jsonl",
-                      "bertforge predict --model runs/squad/final --context 'Paris is in France.' 'Where is Paris?'"]),
+                      "bertforge predict --model runs/squad/final --context 'Paris is in France.' 'Where is Paris?'",
+                      "bertforge predict --model runs/sst2/final --backend onnx 'a gripping film'   # after export onnx"]),
 ]

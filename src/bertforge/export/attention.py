@@ -7,7 +7,8 @@ how token i (the query) spreads its attention over the tokens j (the keys); ever
 Layers and heads are numbered from 0.
 
 The PNG is either a grid (layers x heads, or the heads of one layer) or one head with its token
-labels. The HTML page is self-contained (no external scripts): with maps embedded it shows them
+labels; each map's colours run from 0 to its own largest weight, so that the structure of a
+diffuse head stays visible (the single-head plot has a colour bar with the values). The HTML page is self-contained (no external scripts): with maps embedded it shows them
 offline; served by `bertforge serve` at /attention it asks /v1/attention for any sentence.
 Matplotlib is used through its object API (Figure + the Agg canvas), never pyplot, so drawing
 changes no global state.
@@ -93,7 +94,8 @@ def render_png(maps: AttentionMaps, layer: int | None = None, head: int | None =
         side = min(max(4.0, 0.32 * count + 2.0), 30.0)
         figure = Figure(figsize=(side + 1.2, side), dpi=dpi)
         axes = figure.add_subplot(1, 1, 1)
-        image = axes.imshow(maps.weights[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
+        matrix = maps.weights[layer, head]
+        image = axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-6))
         axes.set_xticks(range(count), labels=tokens, rotation=90, fontsize=8)
         axes.set_yticks(range(count), labels=tokens, fontsize=8)
         axes.set_xlabel("attended token (key)")
@@ -109,7 +111,8 @@ def render_png(maps: AttentionMaps, layer: int | None = None, head: int | None =
         for row, layer_index in enumerate(layers):
             for column in range(columns):
                 axes = figure.add_subplot(len(layers), columns, row * columns + column + 1)
-                axes.imshow(maps.weights[layer_index, column], cmap="viridis", vmin=0.0, vmax=1.0)
+                matrix = maps.weights[layer_index, column]
+                axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-6))
                 axes.set_title(f"L{layer_index} H{column}", fontsize=8)
                 axes.set_xticks([])
                 axes.set_yticks([])

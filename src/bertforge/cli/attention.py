@@ -1,0 +1,52 @@
+"""`bertforge attention`: attention maps of one text as a PNG or an interactive HTML page
+(see bertforge.export.attention)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertforge.cli.command import Command, option
+
+
+@dataclass
+class AttentionOptions:
+    texts: list[str] = option(default_factory=list, positional=True, help="the text (one)")
+    model: Path | None = option(None, help="model directory (default: runs/pretrain/final, `bertforge pretrain`'s)")
+    out: Path | None = option(None, help="FILE.png (matplotlib) or FILE.html (interactive)")
+    layer: int | None = option(None, help="layer (from 0); alone: the grid of its heads")
+    head: int | None = option(None, help="head (from 0), with --layer: one map with token labels")
+    text_pair: str | None = option(None, help="a second text, for sentence-pair models")
+    max_length: int = option(128, help="tokens drawn, [CLS] and [SEP] included")
+
+
+def run(options: AttentionOptions) -> int:
+    from bertforge.errors import BertforgeError
+    from bertforge.export.attention import write_attention
+    from bertforge.export.models import load_model
+
+    if len(options.texts) != 1:
+        raise BertforgeError(f"attention takes one text, got {len(options.texts)} (quote the sentence)")
+    if options.out is None:
+        raise BertforgeError("attention needs --out FILE.png or --out FILE.html")
+    if options.out.suffix.lower() == ".png":
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise BertforgeError("PNG output needs matplotlib: pip install 'bertforge[plot]' (or write .html)") from None
+    if options.max_length < 3:
+        raise BertforgeError("--max-length must be at least 3")
+    model = options.model or Path("runs/pretrain/final")
+    loaded = load_model(model)
+    maps = write_attention(loaded, options.texts[0], options.out, text_pair=options.text_pair, layer=options.layer,
+                           head=options.head, max_length=options.max_length)
+    print(f"{options.out}: {maps.layers} layers x {maps.heads} heads over {len(maps.tokens)} tokens")
+    return 0
+
+
+COMMANDS = [Command(
+    ("attention",), AttentionOptions, run,
+    "draw a model's attention maps for one text (PNG grid or one head, or an interactive HTML page)",
+    examples=["bertforge attention 'The cat sat on the mat.' --out attention.png",
+              "bertforge attention --model runs/sst2/final 'a gripping film' --layer 1 --head 0 --out head.png",
+              "bertforge attention --model runs/sst2/final 'a gripping film' --out attention.html"])]

@@ -1,0 +1,112 @@
+"""Dynamic int8 quantization of a model directory's Linear layers, through onnxruntime.
+
+The model is exported to ONNX (`bertforge.export.onnx`), then onnxruntime's `quantize_dynamic`
+stores every MatMul weight (the Linear layers: query/key/value, attention output, both
+feed-forward matrices, pooler, heads) as int8 with one scale per tensor, and quantizes the
+activations on the fly at run time (dynamic quantization: no calibration data). Embeddings and
+LayerNorms stay fp32.
+
+Why onnxruntime rather than torch.ao: the int8 model must be saved and loaded again, and
+torch.ao's packed int8 modules have no safetensors form (only pickles, which bertforge never
+loads); an ONNX file is plain data and runs with onnxruntime's int8 kernels.
+
+The output directory is a model directory (config.json, tokenizer files) whose weights are
+`model.onnx`; `bertforge predict --backend onnx` and `bertforge serve --backend onnx` use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from bertforge.errors import BertforgeError
+from bertforge.fileio import atomic_write_text, replace_directory
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
+QUANTIZATION_KEY = "quantization"
+
+
+@dataclass
+class QuantizeReport:
+    out_dir: Path
+    fp32_bytes: int
+    """Size of the fp32 ONNX graph."""
+    int8_bytes: int
+    weights_bytes: int
+    """Size of the source directory's weights (model.safetensors)."""
+    quantized_nodes: int
+
+
+def quantize_model(model_dir: str | Path, out_dir: str | Path, *, per_channel: bool = False) -> QuantizeReport:
+    """Write the int8 model directory `out_dir` (atomically: complete or absent)."""
+    from bertforge.export.onnx import DEFAULT_FILE, export_onnx, require_onnxruntime
+
+    require_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if out_dir.resolve() == model_dir.resolve():
+        raise BertforgeError("--out must differ from --model (the fp32 weights would be lost)", path=out_dir)
+    if not (model_dir / "config.json").exists():
+        raise BertforgeError("no config.json: not a model directory", path=model_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fp32 = staging / "model.fp32.onnx"
+        export_onnx(model_dir, fp32, check=False)
+        quantized = staging / DEFAULT_FILE
+        with _quiet_root_logger():
+            quantize_dynamic(str(fp32), str(quantized), op_types_to_quantize=["MatMul"], per_channel=per_channel,
+                             weight_type=QuantType.QInt8)
+        fp32_bytes = fp32.stat().st_size
+        fp32.unlink()
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).exists():
+                shutil.copy2(model_dir / name, staging / name)
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        nodes = _count_integer_nodes(quantized)
+        config[QUANTIZATION_KEY] = {"method": "onnxruntime dynamic int8", "op_types": ["MatMul"],
+                                    "weight_type": "QInt8", "per_channel": per_channel,
+                                    "source": str(model_dir), "quantized_nodes": nodes}
+        atomic_write_text(staging / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+        int8_bytes = quantized.stat().st_size
+        replace_directory(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    weights = model_dir / "model.safetensors"
+    return QuantizeReport(out_dir, fp32_bytes, int8_bytes, weights.stat().st_size if weights.exists() else 0, nodes)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer advises "pre-processing" through the root logger on every call;
+    the advice (shape inference for models without dynamic axes) does not apply here."""
+    root = logging.getLogger()
+    hush = logging.Filter()
+    hush.filter = lambda record: not record.getMessage().startswith("Please consider to run pre-processing")  # type: ignore[method-assign]
+    root.addFilter(hush)
+    try:
+        yield
+    finally:
+        root.removeFilter(hush)
+
+
+def _count_integer_nodes(path: Path) -> int:
+    """MatMuls onnxruntime turned into int8 ones (MatMulInteger or DynamicQuantizeMatMul)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return sum(1 for node in graph.node if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul"))
+
+
+def describe(report: QuantizeReport) -> dict[str, Any]:
+    return {"out": str(report.out_dir), "fp32_onnx_bytes": report.fp32_bytes, "int8_onnx_bytes": report.int8_bytes,
+            "safetensors_bytes": report.weights_bytes, "quantized_matmuls": report.quantized_nodes,
+            "size_ratio": round(report.int8_bytes / max(report.fp32_bytes, 1), 4)}
