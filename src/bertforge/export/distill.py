@@ -255,7 +255,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
             record = {"step": step, "split": "train", "loss": float(total.detach()),
                       **{f"{name}_loss": float(value.detach()) for name, value in losses.items()}}
             history.append(record)
-            bar.set_postfix(loss=f"{float(total):.3f}", refresh=False)
+            bar.set_postfix(loss=f"{float(total.detach()):.3f}", refresh=False)
         if config.eval_every and step % config.eval_every == 0 and step != config.max_steps:
             evaluate(step)
     bar.close()

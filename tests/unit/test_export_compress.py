@@ -1,0 +1,136 @@
+"""Compression: int8 quantization (its directory, sizes, predictions near fp32) and distillation
+(the loss terms against hand computations, the layer map, a short run whose student is an
+ordinary fine-tuned directory, and the teacher-free baseline)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bertforge.cli.main import main
+from bertforge.errors import BertforgeError
+from bertforge.export.distill import DistillConfig, distill, layer_map, masked_mse, soft_target_loss
+from test_serve_models import make_model_dir
+
+
+def test_soft_target_loss_is_t_squared_kl():
+    student = torch.tensor([[1.0, -0.5, 0.2], [0.0, 2.0, -1.0]])
+    teacher = torch.tensor([[0.3, 0.1, -0.4], [1.5, 0.5, 0.0]])
+    temperature = 3.0
+    p = torch.softmax(teacher / temperature, -1)
+    q = torch.softmax(student / temperature, -1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean() * temperature ** 2
+    assert float(soft_target_loss(student, teacher, temperature)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(soft_target_loss(teacher, teacher, temperature)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_layer_map_and_masked_mse():
+    assert layer_map(4, 12) == [0, 3, 6, 9, 12]
+    assert layer_map(2, 6) == [0, 3, 6]
+    assert layer_map(4, 4) == [0, 1, 2, 3, 4]
+    student = torch.tensor([[[1.0], [2.0], [9.0]]])
+    teacher = torch.tensor([[[0.0], [0.0], [0.0]]])
+    weights = torch.tensor([[[1.0], [1.0], [0.0]]])  # the third token is padding
+    assert float(masked_mse(student, teacher, weights)) == pytest.approx(2.5)
+
+
+def test_distill_config_checks_itself(tmp_path):
+    base = dict(teacher=tmp_path, train=tmp_path, dev=tmp_path, out=tmp_path)
+    with pytest.raises(BertforgeError, match="classify only"):
+        DistillConfig(**base, task="ner")
+    with pytest.raises(BertforgeError, match="unknown student preset"):
+        DistillConfig(**base, student_preset="huge")
+    with pytest.raises(BertforgeError, match="alpha"):
+        DistillConfig(**base, alpha=1.5)
+    with pytest.raises(BertforgeError, match="temperature"):
+        DistillConfig(**base, temperature=0)
+
+
+def _classification_files(directory):
+    rng = random.Random(0)
+    good = ["the film is good", "a great film", "very good and great", "the film is very great"]
+    bad = ["the film is bad", "a dull film", "not good and dull", "very bad"]
+    paths = []
+    for name, count in (("train", 64), ("dev", 16)):
+        lines = ["sentence\tlabel"]
+        for _ in range(count):
+            label = rng.choice(["positive", "negative"])
+            lines.append(f"{rng.choice(good if label == 'positive' else bad)}\t{label}")
+        path = directory / f"{name}.tsv"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("use_teacher, extra", [(True, ["--hidden-weight", "1", "--attention-weight", "1"]),
+                                                (False, [])])
+def test_distill_writes_an_ordinary_model_directory(tmp_path, capsys, use_teacher, extra):
+    teacher = make_model_dir(tmp_path / "teacher", "classify")
+    train, dev = _classification_files(tmp_path)
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", str(teacher), "--student-preset", "tiny", "--train", str(train), "--dev", str(dev),
+            "--out", str(out), "--max-steps", "4", "--batch-size", "16", "--no-progress", *extra]
+    if not use_teacher:
+        args.append("--no-use-teacher")
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["use_teacher"] is use_teacher and summary["steps"] == 4 and 0 <= summary["dev"]["accuracy"] <= 1
+    config = json.loads((out / "final/config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["distillation"]["use_teacher"] is use_teacher and config["finetuning"]["task"] == "classify"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert set(train_records[-1]) >= ({"soft_loss", "hard_loss", "hidden_loss", "attention_loss"} if use_teacher
+                                      else {"hard_loss"})
+    assert all(math.isfinite(r["loss"]) for r in train_records)
+    assert main(["predict", "--model", str(out / "final"), "the film is good"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+
+
+def test_same_seed_same_student(tmp_path):
+    teacher = make_model_dir(tmp_path / "teacher", "classify")
+    train, dev = _classification_files(tmp_path)
+    weights = []
+    for run in ("a", "b"):
+        distill(DistillConfig(teacher=teacher, train=train, dev=dev, out=tmp_path / run, student_preset="tiny",
+                              max_steps=3, batch_size=16, progress=False))
+        from safetensors.torch import load_file
+        weights.append(load_file(tmp_path / run / "final/model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="quantization runs through onnxruntime")
+    pytest.importorskip("onnx", reason="quantization exports to ONNX first")
+    from bertforge.export.onnx import load_onnx
+
+    directory = make_model_dir(tmp_path / "classify", "classify")
+    out = tmp_path / "int8"
+    assert main(["quantize", "--model", str(directory), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["quantized_matmuls"] >= 2 * 4  # query-key-value (fused), output and two feed-forward per layer
+    assert report["int8_onnx_bytes"] < 0.5 * report["fp32_onnx_bytes"]
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.onnx", "tokenizer_config.json",
+                                                           "vocab.txt"]
+    assert json.loads((out / "config.json").read_text())["quantization"]["weight_type"] == "QInt8"
+    from bertforge.export.onnx import export_onnx
+    export_onnx(directory)
+    fp32, int8 = load_onnx(directory), load_onnx(out)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, fp32.config.vocab_size, (8, 20), generator=generator)
+    full = torch.ones_like(input_ids)
+    expected = fp32.model(input_ids, torch.zeros_like(input_ids), full).logits
+    got = int8.model(input_ids, torch.zeros_like(input_ids), full).logits
+    assert float((expected - got).abs().max()) < 0.05  # int8 rounding, not a different model
+    assert main(["predict", "--model", str(out), "--backend", "onnx", "the film is good"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+    assert main(["quantize", "--model", str(directory), "--out", str(directory)]) == 2
+    assert "must differ" in capsys.readouterr().err
+    np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")), [])
