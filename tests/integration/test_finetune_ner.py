@@ -30,11 +30,11 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_ner_finetune_predict_and_transformers_parity(name, data_dir, tmp_path, capsys):
     train_file, dev_file, vocab, text = CASES[name]
-    train = first_sentences(data_dir / train_file, tmp_path / "train.txt", 300)
-    dev = first_sentences(data_dir / dev_file, tmp_path / "dev.txt", 60)
+    train = first_sentences(data_dir / train_file, tmp_path / "train.txt", 200)
+    dev = first_sentences(data_dir / dev_file, tmp_path / "dev.txt", 40)
     run = tmp_path / "run"
     status = main(["finetune", "--task", "ner", "--preset", "tiny", "--vocab", str(data_dir / vocab),
-                   "--train", str(train), "--dev", str(dev), "--out", str(run), "--max-steps", "24",
+                   "--train", str(train), "--dev", str(dev), "--out", str(run), "--max-steps", "20",
                    "settings.max_length=64", "trainer.batch_size=16", "trainer.learning_rate=2e-3",
                    "trainer.warmup_ratio=0.1", "trainer.log_every=1", "trainer.progress=false",
                    "trainer.tensorboard=false", "trainer.keep_last=1"])
