@@ -213,14 +213,19 @@ function draw(canvas, matrix, tokens, labelled) {
   const n = tokens.length;
   const cell = labelled ? Math.max(12, Math.min(28, Math.floor(560 / n))) : Math.max(3, Math.floor(180 / n));
   const margin = labelled ? 90 : 0;
+  // Colours run from 0 to the map's own largest weight, as in the PNG, so a diffuse head shows.
+  const top = Math.max(1e-9, ...matrix.map((row) => Math.max(...row)));
   canvas.width = margin + cell * n;
   canvas.height = margin + cell * n;
+  canvas.dataset.cell = cell;
+  canvas.dataset.margin = margin;
+  canvas.dataset.top = top;
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) {
-      ctx.fillStyle = color(matrix[i][j]);
+      ctx.fillStyle = color(matrix[i][j] / top);
       ctx.fillRect(margin + j * cell, margin + i * cell, cell, cell);
     }
   }
