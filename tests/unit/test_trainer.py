@@ -153,3 +153,14 @@ def test_schedule_and_lamb():
     optimizer.step()
     # Trust ratio ||w|| / ||update|| = 4 / 4 = 1, so each entry moves by lr.
     torch.testing.assert_close(weight.detach(), torch.full((4, 4), 0.9), atol=1e-5, rtol=0)
+
+
+def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(tmp_path):
+    evaluations = []
+    config = TrainConfig(batch_size=4, max_steps=1000, time_limit_minutes=1e-9, progress=False, tensorboard=False)
+    trainer = Trainer(tiny_model(), config, tmp_path, SyntheticBatches(), PretrainingObjective(),
+                      evaluate=lambda model: evaluations.append(1) or {"x": 1.0})
+    result = trainer.fit()
+    assert result.stopped_early and result.step == 1
+    assert len(evaluations) == 2  # before the first step and at the stop
+    assert latest_checkpoint(tmp_path).name == "step-1"

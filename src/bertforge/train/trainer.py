@@ -178,7 +178,7 @@ class Trainer:
                     stop = result.stopped_early = True
             if last or stop or (config.save_every and self.step % config.save_every == 0):
                 self.save()
-            if out_of_time and not last:
+            if out_of_time and self.step < config.max_steps:
                 stop = result.stopped_early = True
         bar.close()
         result.step = self.step
