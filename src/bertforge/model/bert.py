@@ -11,9 +11,12 @@ Fast paths, each a plain attribute that can be switched off to get the plain pad
 - `BertForPreTraining.sparse_last_layer` / `BertForMaskedLM.sparse_last_layer` (default True,
   used with sparse prediction): the last layer computes its output only at the positions a
   loss reads (the labelled ones and [CLS]), as MosaicBERT does; keys and values still come from
-  every token, so the loss and its gradients are unchanged.
-Both are off when attention probabilities are asked for, and the sparse last layer is off when
-hidden states are.
+  every token, so the loss and its gradients are unchanged;
+- `fused_cross_entropy` on the same two (default True): the masked-LM loss in one autograd
+  function (`bertforge.model.losses`), fewer passes over the (M, V) logits.
+Unpadding is off when attention probabilities are asked for, and the sparse last layer is off
+when hidden states are. `config.sparse_prediction` and `config.fused_qkv` are the other two
+switches; `bertforge.model.compiled.compile_encoder` adds torch.compile.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from torch import nn
 from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.model.heads import MaskedLMHead, Pooler
 from bertforge.model.layers import Embeddings, Encoder
+from bertforge.model.losses import cross_entropy
 from bertforge.model.outputs import EncoderOutput, PreTrainingOutput
-from bertforge.model.unpad import TokenLayout
+from bertforge.model.unpad import TokenLayout, gather_rows
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -163,11 +167,13 @@ class BertModel(BertPreTrainedModel):
         return tokens
 
 
-class _SparseLastLayer:
-    """The `sparse_last_layer` switch shared by the two masked-LM models."""
+class _MaskedLMFastPaths:
+    """The switches shared by the two masked-LM models."""
 
     sparse_last_layer: bool = True
     """With sparse prediction, compute the last layer only where the losses read it."""
+    fused_cross_entropy: bool = True
+    """The masked-LM loss through `bertforge.model.losses.cross_entropy` (same value and gradient)."""
     config: BertConfig
     bert: BertModel
 
@@ -204,10 +210,11 @@ def sparse_tail(bert: BertModel, input_ids: torch.Tensor, token_type_ids: torch.
         return selected, None
     is_cls = torch.zeros_like(wanted)
     is_cls[:, 0] = True
-    return selected[predicted[wanted]], selected[is_cls[wanted]]  # (M, H), (B, H)
+    return (gather_rows(selected, predicted[wanted].nonzero().squeeze(1)),  # (M, H)
+            gather_rows(selected, is_cls[wanted].nonzero().squeeze(1)))  # (B, H)
 
 
-class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
+class BertForPreTraining(_MaskedLMFastPaths, BertPreTrainedModel):
     """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
 
     architecture = "BertForPreTraining"
@@ -232,14 +239,14 @@ class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
             selected, cls_hidden = tail
             mlm_logits, mlm_labels, mlm_loss = masked_lm(
                 self.mlm, self.bert.embeddings.word_embeddings.weight, selected, labels[labels != IGNORE_INDEX],
-                sparse=False)
+                sparse=False, fused_loss=self.fused_cross_entropy)
             encoded = EncoderOutput(cls_hidden, self.bert.pooler(cls_hidden[:, None]))
         else:
             encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
                                   output_hidden_states)
             mlm_logits, mlm_labels, mlm_loss = masked_lm(
                 self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-                self.config.sparse_prediction)
+                self.config.sparse_prediction, self.fused_cross_entropy)
         nsp_logits = self.nsp(encoded.pooler_output)  # (B, 2)
         nsp_loss = None
         if next_sentence_label is not None:
@@ -250,7 +257,7 @@ class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
                                  encoded.hidden_states, encoded.attentions)
 
 
-class BertForMaskedLM(_SparseLastLayer, BertPreTrainedModel):
+class BertForMaskedLM(_MaskedLMFastPaths, BertPreTrainedModel):
     """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask."""
 
     architecture = "BertForMaskedLM"
@@ -273,34 +280,36 @@ class BertForMaskedLM(_SparseLastLayer, BertPreTrainedModel):
         if tail is not None:
             mlm_logits, mlm_labels, mlm_loss = masked_lm(
                 self.mlm, self.bert.embeddings.word_embeddings.weight, tail[0], labels[labels != IGNORE_INDEX],
-                sparse=False)
+                sparse=False, fused_loss=self.fused_cross_entropy)
             return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None)
         encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
                               output_hidden_states)
         mlm_logits, mlm_labels, mlm_loss = masked_lm(
             self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-            self.config.sparse_prediction)
+            self.config.sparse_prediction, self.fused_cross_entropy)
         return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None,
                                  encoded.hidden_states, encoded.attentions)
 
 
 def masked_lm(head: MaskedLMHead, word_embeddings: torch.Tensor, hidden: torch.Tensor,
-              labels: torch.Tensor | None, sparse: bool):
+              labels: torch.Tensor | None, sparse: bool, fused_loss: bool = False):
     """Masked-LM logits, their labels and the loss (None without labels).
 
     hidden (B, T, H), labels (B, T). Sparse: gather the M rows with a label first, so the
-    logits are (M, V); dense: (B, T, V).
+    logits are (M, V); dense: (B, T, V). fused_loss: `bertforge.model.losses.cross_entropy`.
     """
     if labels is None:
         return head(hidden, word_embeddings), None, None
     if sparse:
-        selected = labels != IGNORE_INDEX  # (B, T)
-        hidden = hidden[selected]  # (M, H)
-        labels = labels[selected]  # (M,)
+        selected = (labels != IGNORE_INDEX).flatten().nonzero().squeeze(1)  # (M,) flat positions
+        hidden = gather_rows(hidden.reshape(-1, hidden.shape[-1]), selected)  # (M, H)
+        labels = labels.flatten()[selected]  # (M,)
     logits = head(hidden, word_embeddings)
     if labels.numel() == 0 or not bool((labels != IGNORE_INDEX).any()):
         # No position to predict: a zero that still joins the graph, instead of CE's NaN mean.
         loss = logits.sum() * 0.0
+    elif fused_loss:
+        loss = cross_entropy(logits.view(-1, logits.shape[-1]), labels.reshape(-1))
     else:
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.config import BertConfig
-from bertforge.model.unpad import TokenLayout, varlen_attention, varlen_attention_available
+from bertforge.model.unpad import TokenLayout, gather_rows, varlen_attention, varlen_attention_available
 
 
 def activation(name: str):
@@ -173,7 +173,7 @@ class EncoderLayer(nn.Module):
         if isinstance(mask, TokenLayout):
             context = self.attention.context_tokens(x, mask)  # (N, H)
             if keep is not None:
-                context, x = context.index_select(0, keep), x.index_select(0, keep)  # (K, H)
+                context, x = gather_rows(context, keep), gather_rows(x, keep)  # (K, H)
             attended, probs = self.attention.output(context), None
         else:
             attended, probs = self.attention(x, mask, return_probs)
