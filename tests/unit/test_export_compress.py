@@ -99,7 +99,7 @@ def test_same_seed_same_student(tmp_path):
     weights = []
     for run in ("a", "b"):
         distill(DistillConfig(teacher=teacher, train=train, dev=dev, out=tmp_path / run, student_preset="tiny",
-                              max_steps=3, batch_size=16, progress=False))
+                              max_steps=2, batch_size=8, progress=False))
         from safetensors.torch import load_file
         weights.append(load_file(tmp_path / run / "final/model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
@@ -131,6 +131,10 @@ def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, cap
     assert float((expected - got).abs().max()) < 0.05  # int8 rounding, not a different model
     assert main(["predict", "--model", str(out), "--backend", "onnx", "the film is good"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+    from bertforge.serve.engine import Engine
+    with pytest.raises(BertforgeError, match="--backend onnx"):
+        Engine(out)
+    assert Engine(out, backend="onnx").endpoints == ["classify", "embed"]
     assert main(["quantize", "--model", str(directory), "--out", str(directory)]) == 2
     assert "must differ" in capsys.readouterr().err
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")), [])

@@ -44,6 +44,11 @@ class Engine:
 
             self.loaded: LoadedModel = load_onnx(self.directory, onnx_file, threads=threads)
         else:
+            weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+            if (self.directory / "model.onnx").exists() and not any((self.directory / name).exists()
+                                                                     for name in weights):
+                raise BertforgeError("this directory holds only an ONNX graph (e.g. from `bertforge quantize`); "
+                                     "serve it with --backend onnx", path=self.directory)
             self.loaded = load_model(self.directory, device=device)
         self.config = self.loaded.config
         self.tokenizer = self.loaded.tokenizer
