@@ -227,3 +227,17 @@ def test_error_bodies_are_one_json_shape(models):
     assert set(body) == {"error"} and set(body["error"]) == {"status", "type", "message", "details"}
     assert body["error"]["details"][0]["location"] == ["body", "texts", "0"]
     json.dumps(body)
+
+
+def test_serve_command_errors_are_one_line(models, tmp_path, capsys):
+    from bertforge.cli.main import main
+
+    cases = [(["serve"], "serve needs --model DIR"),
+             (["serve", "--model", str(tmp_path / "none"), "--port", "0"], "model directory not found"),
+             (["serve", "--model", str(models["classify"]), "--port", "70000"], "port must be in 0..65535"),
+             (["serve", "--model", str(models["classify"]), "--max-items", "0"], "max-items must be positive"),
+             (["serve", "--model", str(models["classify"]), "--backend", "onnx", "--onnx-file",
+               str(tmp_path / "none.onnx")], "no ONNX model; run `bertforge export onnx")]
+    for args, message in cases:
+        assert main(args) == 2, args
+        assert message in capsys.readouterr().err
