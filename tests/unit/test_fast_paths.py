@@ -63,7 +63,6 @@ def set_plain(model) -> None:
     (model if isinstance(model, BertModel) else model.bert).unpad_inputs = False
     if hasattr(model, "sparse_last_layer"):
         model.sparse_last_layer = False
-        model.fused_cross_entropy = False
 
 
 def grads(model) -> dict[str, torch.Tensor]:
@@ -227,42 +226,6 @@ def test_labels_on_padding_fall_back_to_the_padded_path():
     b = plain(**inputs, labels=labels, next_sentence_label=nsp)
     assert a.mlm_logits.shape == b.mlm_logits.shape
     torch.testing.assert_close(a.loss, b.loss, atol=ATOL, rtol=0)
-
-
-# -- fused cross-entropy ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_cross_entropy_matches_torch(dtype):
-    from bertforge.model.losses import cross_entropy
-
-    generator = torch.Generator().manual_seed(8)
-    logits = (torch.randn(37, 211, generator=generator) * 4).to(dtype)
-    labels = torch.randint(0, 211, (37,), generator=generator)
-    labels[::5] = IGNORE_INDEX
-    a_input = logits.clone().requires_grad_()
-    b_input = logits.clone().requires_grad_()
-    a = cross_entropy(a_input, labels)
-    b = F.cross_entropy(b_input.float(), labels, ignore_index=IGNORE_INDEX)
-    assert a.dtype == torch.float32
-    torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
-    (a * 3).backward()
-    (b * 3).backward()
-    tolerance = GRAD_TOL if dtype == torch.float32 else dict(atol=1e-3, rtol=1e-2)  # bf16 rounding of the grad
-    torch.testing.assert_close(a_input.grad.float(), b_input.grad.float(), **tolerance)
-
-
-def test_fused_cross_entropy_in_the_model():
-    config = tiny()
-    fast, plain = twins(BertForPreTraining, config)
-    plain.fused_cross_entropy = False
-    inputs, labels, nsp = make_batch(config, seed=9)
-    a = fast(**inputs, labels=labels, next_sentence_label=nsp)
-    b = plain(**inputs, labels=labels, next_sentence_label=nsp)
-    torch.testing.assert_close(a.mlm_loss, b.mlm_loss, atol=ATOL, rtol=0)
-    a.loss.backward()
-    b.loss.backward()
-    assert_same_grads(grads(fast), grads(plain))
 
 
 # -- fused QKV -------------------------------------------------------------------------------------

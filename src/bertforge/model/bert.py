@@ -11,9 +11,7 @@ Fast paths, each a plain attribute that can be switched off to get the plain pad
 - `BertForPreTraining.sparse_last_layer` / `BertForMaskedLM.sparse_last_layer` (default True,
   used with sparse prediction): the last layer computes its output only at the positions a
   loss reads (the labelled ones and [CLS]), as MosaicBERT does; keys and values still come from
-  every token, so the loss and its gradients are unchanged;
-- `fused_cross_entropy` on the same two (default True): the masked-LM loss in one autograd
-  function (`bertforge.model.losses`), fewer passes over the (M, V) logits.
+  every token, so the loss and its gradients are unchanged.
 Unpadding is off when attention probabilities are asked for, and the sparse last layer is off
 when hidden states are. `config.sparse_prediction` and `config.fused_qkv` are the other two
 switches; `bertforge.model.compiled.compile_encoder` adds torch.compile.
@@ -31,7 +29,6 @@ from torch import nn
 from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.model.heads import MaskedLMHead, Pooler
 from bertforge.model.layers import Embeddings, Encoder
-from bertforge.model.losses import cross_entropy
 from bertforge.model.outputs import EncoderOutput, PreTrainingOutput
 from bertforge.model.unpad import TokenLayout, gather_rows
 
@@ -172,8 +169,6 @@ class _MaskedLMFastPaths:
 
     sparse_last_layer: bool = True
     """With sparse prediction, compute the last layer only where the losses read it."""
-    fused_cross_entropy: bool = True
-    """The masked-LM loss through `bertforge.model.losses.cross_entropy` (same value and gradient)."""
     config: BertConfig
     bert: BertModel
 
@@ -239,14 +234,14 @@ class BertForPreTraining(_MaskedLMFastPaths, BertPreTrainedModel):
             selected, cls_hidden = tail
             mlm_logits, mlm_labels, mlm_loss = masked_lm(
                 self.mlm, self.bert.embeddings.word_embeddings.weight, selected, labels[labels != IGNORE_INDEX],
-                sparse=False, fused_loss=self.fused_cross_entropy)
+                sparse=False)
             encoded = EncoderOutput(cls_hidden, self.bert.pooler(cls_hidden[:, None]))
         else:
             encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
                                   output_hidden_states)
             mlm_logits, mlm_labels, mlm_loss = masked_lm(
                 self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-                self.config.sparse_prediction, self.fused_cross_entropy)
+                self.config.sparse_prediction)
         nsp_logits = self.nsp(encoded.pooler_output)  # (B, 2)
         nsp_loss = None
         if next_sentence_label is not None:
@@ -280,23 +275,23 @@ class BertForMaskedLM(_MaskedLMFastPaths, BertPreTrainedModel):
         if tail is not None:
             mlm_logits, mlm_labels, mlm_loss = masked_lm(
                 self.mlm, self.bert.embeddings.word_embeddings.weight, tail[0], labels[labels != IGNORE_INDEX],
-                sparse=False, fused_loss=self.fused_cross_entropy)
+                sparse=False)
             return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None)
         encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
                               output_hidden_states)
         mlm_logits, mlm_labels, mlm_loss = masked_lm(
             self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-            self.config.sparse_prediction, self.fused_cross_entropy)
+            self.config.sparse_prediction)
         return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None,
                                  encoded.hidden_states, encoded.attentions)
 
 
 def masked_lm(head: MaskedLMHead, word_embeddings: torch.Tensor, hidden: torch.Tensor,
-              labels: torch.Tensor | None, sparse: bool, fused_loss: bool = False):
+              labels: torch.Tensor | None, sparse: bool):
     """Masked-LM logits, their labels and the loss (None without labels).
 
     hidden (B, T, H), labels (B, T). Sparse: gather the M rows with a label first, so the
-    logits are (M, V); dense: (B, T, V). fused_loss: `bertforge.model.losses.cross_entropy`.
+    logits are (M, V); dense: (B, T, V).
     """
     if labels is None:
         return head(hidden, word_embeddings), None, None
@@ -308,8 +303,6 @@ def masked_lm(head: MaskedLMHead, word_embeddings: torch.Tensor, hidden: torch.T
     if labels.numel() == 0 or not bool((labels != IGNORE_INDEX).any()):
         # No position to predict: a zero that still joins the graph, instead of CE's NaN mean.
         loss = logits.sum() * 0.0
-    elif fused_loss:
-        loss = cross_entropy(logits.view(-1, logits.shape[-1]), labels.reshape(-1))
     else:
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)
