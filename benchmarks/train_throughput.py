@@ -54,12 +54,14 @@ def build_models(preset: str, args: argparse.Namespace, device: torch.device):
 
     from bertforge.config import BertConfig
     from bertforge.model import BertForPreTraining
+    from bertforge.model.bert import set_fast_paths
 
     plain = args.plain
     config = BertConfig.from_preset(preset, sparse_prediction=not (plain or args.no_sparse_prediction),
                                     fused_qkv=not (plain or args.no_fused_qkv))
     torch.manual_seed(0)
     ours = BertForPreTraining(config)
+    set_fast_paths(ours, not plain)
     ours.bert.unpad_inputs = not (plain or args.no_unpad)
     ours.sparse_last_layer = not (plain or args.no_sparse_last_layer)
     with warnings.catch_warnings():

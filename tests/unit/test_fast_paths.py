@@ -19,6 +19,7 @@ from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.convert import from_hf_state_dict, to_hf_state_dict
 from bertforge.model import BertForMaskedLM, BertForPreTraining, BertModel
 from bertforge.model import unpad
+from bertforge.model.bert import set_fast_paths
 from bertforge.model.unpad import TokenLayout
 
 ATOL = 1e-5
@@ -59,10 +60,10 @@ def twins(cls, config: BertConfig, seed: int = 0):
 
 
 def set_plain(model) -> None:
-    """Every fast path off (sparse prediction is a config field, set by the caller)."""
-    (model if isinstance(model, BertModel) else model.bert).unpad_inputs = False
-    if hasattr(model, "sparse_last_layer"):
-        model.sparse_last_layer = False
+    """Every attribute fast path off (sparse prediction is a config field, set by the caller)."""
+    set_fast_paths(model, False)
+    bert = model if isinstance(model, BertModel) else model.bert
+    assert not bert.unpad_inputs and not getattr(model, "sparse_last_layer", False)
 
 
 def grads(model) -> dict[str, torch.Tensor]:

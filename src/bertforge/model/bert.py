@@ -14,7 +14,8 @@ Fast paths, each a plain attribute that can be switched off to get the plain pad
   every token, so the loss and its gradients are unchanged.
 Unpadding is off when attention probabilities are asked for, and the sparse last layer is off
 when hidden states are. `config.sparse_prediction` and `config.fused_qkv` are the other two
-switches; `bertforge.model.compiled.compile_encoder` adds torch.compile.
+switches; `set_fast_paths(model, False)` turns the attribute switches off at once, and
+`bertforge.model.compiled.compile_encoder` adds torch.compile.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ class BertModel(BertPreTrainedModel):
         return tokens
 
 
-class _MaskedLMFastPaths:
-    """The switches shared by the two masked-LM models."""
+class _SparseLastLayer:
+    """The `sparse_last_layer` switch shared by the two masked-LM models."""
 
     sparse_last_layer: bool = True
     """With sparse prediction, compute the last layer only where the losses read it."""
@@ -209,7 +210,7 @@ def sparse_tail(bert: BertModel, input_ids: torch.Tensor, token_type_ids: torch.
             gather_rows(selected, is_cls[wanted].nonzero().squeeze(1)))  # (B, H)
 
 
-class BertForPreTraining(_MaskedLMFastPaths, BertPreTrainedModel):
+class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
     """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
 
     architecture = "BertForPreTraining"
@@ -252,7 +253,7 @@ class BertForPreTraining(_MaskedLMFastPaths, BertPreTrainedModel):
                                  encoded.hidden_states, encoded.attentions)
 
 
-class BertForMaskedLM(_MaskedLMFastPaths, BertPreTrainedModel):
+class BertForMaskedLM(_SparseLastLayer, BertPreTrainedModel):
     """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask."""
 
     architecture = "BertForMaskedLM"
@@ -284,6 +285,20 @@ class BertForMaskedLM(_MaskedLMFastPaths, BertPreTrainedModel):
             self.config.sparse_prediction)
         return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None,
                                  encoded.hidden_states, encoded.attentions)
+
+
+def set_fast_paths(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch the attribute fast paths of every BertModel / masked-LM model inside `model`.
+
+    `enabled=False` gives the plain padded path everywhere (config.sparse_prediction and
+    config.fused_qkv are config fields and stay as they are). Returns the model.
+    """
+    for module in model.modules():
+        if isinstance(module, BertModel):
+            module.unpad_inputs = enabled
+        if isinstance(module, _SparseLastLayer):
+            module.sparse_last_layer = enabled
+    return model
 
 
 def masked_lm(head: MaskedLMHead, word_embeddings: torch.Tensor, hidden: torch.Tensor,
