@@ -90,7 +90,7 @@ for (let i = 0; i < matrix.length; i++) {
     const x = Math.floor(margin + j * cell + cell / 2), y = Math.floor(margin + i * cell + cell / 2);
     const pixel = context.getImageData(x, y, 1, 1).data;
     const wanted = color(matrix[i][j] / top).match(/\\d+/g).map(Number);
-    if (Math.abs(pixel[0] - wanted[0]) > 2 || Math.abs(pixel[1] - wanted[1]) > 2 || Math.abs(pixel[2] - wanted[2]) > 2) wrong++;
+    if ([0, 1, 2].some((k) => Math.abs(pixel[k] - wanted[k]) > 2)) wrong++;
     if (pixel[0] < 200) inked++;
     checked++;
   }

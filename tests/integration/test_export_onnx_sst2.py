@@ -45,7 +45,8 @@ def test_parity_on_sst2_dev_and_predict_backend_onnx(sst2_model, data_dir, tmp_p
 
     dev = tmp_path / "dev.tsv"
     dev.write_text("sentence\tlabel\n" + "\n".join(lines[:100]) + "\n", encoding="utf-8")
-    assert main(["predict", "--model", str(sst2_model), "--input", str(dev), "--out", str(tmp_path / "torch.jsonl")]) == 0
+    assert main(["predict", "--model", str(sst2_model), "--input", str(dev),
+                 "--out", str(tmp_path / "torch.jsonl")]) == 0
     assert main(["predict", "--model", str(sst2_model), "--input", str(dev), "--backend", "onnx", "--onnx-file",
                  str(onnx_file), "--out", str(tmp_path / "onnx.jsonl")]) == 0
     ours = [json.loads(line) for line in (tmp_path / "onnx.jsonl").read_text().splitlines()]

@@ -107,7 +107,8 @@ def test_fill_mask_embed_and_attention(servers, models):
     assert [len(p["masks"]) for p in filled] == [1, 2]
     for row, prediction in enumerate(filled):
         for mask in prediction["masks"]:
-            assert [t["token_id"] for t in mask["predictions"]] == logits[row, mask["position"]].topk(4).indices.tolist()
+            expected = logits[row, mask["position"]].topk(4).indices.tolist()
+            assert [t["token_id"] for t in mask["predictions"]] == expected
     for pooling in ("mean", "cls"):
         for kind in ("pretraining", "classify"):
             vectors = post(servers[kind], "/v1/embed", {"texts": texts, "pooling": pooling})["embeddings"]

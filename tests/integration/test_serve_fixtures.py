@@ -3,14 +3,13 @@ the models themselves.
 
 The task models are tiny (L2/H128) and randomly initialized with the BERT uncased vocab, then
 fine-tuned for a few steps with the tasks code on real rows: 300 SST-2 sentences, 200 CoNLL-2003
-sentences, the questions of the first two SQuAD dev articles. A real fine-tune of a pretrained
-model would take minutes on two cores; these take seconds and are real fine-tuned directories
-(config, label maps, task settings) for the server to load. The masked-LM model is a random tiny
-BertForPreTraining with the same vocab (fill-mask answers are compared with the model's own
-logits, so what it learned does not matter).
+sentences, the questions of the first two SQuAD dev articles (scored on three paragraphs of the
+third). A real fine-tune of a pretrained model would take minutes on two cores; these take
+seconds and are real fine-tuned directories (config, label maps, task settings) for the server
+to load. The masked-LM model is a random tiny BertForPreTraining with the same vocab (fill-mask
+answers are compared with the model's own logits, so what it learned does not matter).
 
-Every model is built once per test session, in pytest's base temporary directory.
-"""
+Every model is built once per test session, in pytest's base temporary directory."""
 
 from __future__ import annotations
 
@@ -41,9 +40,12 @@ def _first_sentences(source: Path, target: Path, count: int) -> Path:
     return target
 
 
-def _first_articles(source: Path, target: Path, skip: int, count: int) -> Path:
+def _first_articles(source: Path, target: Path, skip: int, count: int, paragraphs: int | None = None) -> Path:
     data = json.loads(source.read_text(encoding="utf-8"))
     data["data"] = data["data"][skip:skip + count]
+    if paragraphs is not None:
+        for article in data["data"]:
+            article["paragraphs"] = article["paragraphs"][:paragraphs]
     target.write_text(json.dumps(data), encoding="utf-8")
     return target
 
@@ -81,7 +83,7 @@ def build_models(root: Path, data_dir: Path) -> dict[str, Path]:
                           _first_sentences(data_dir / "conll2003/valid.txt", root / "conll-dev.txt", 40),
                           root / "ner", uncased, 20, {"max_length": 64}),
         "qa": _fine_tune("qa", _first_articles(data_dir / "squad/dev-v1.1.json", root / "squad-train.json", 0, 2),
-                         _first_articles(data_dir / "squad/dev-v1.1.json", root / "squad-dev.json", 2, 1),
+                         _first_articles(data_dir / "squad/dev-v1.1.json", root / "squad-dev.json", 2, 1, 3),
                          root / "qa", uncased, 10,
                          {"max_length": 128, "doc_stride": 48, "max_query_length": 32}),
     }

@@ -33,7 +33,8 @@ def run(options: AttentionOptions) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise BertforgeError("PNG output needs matplotlib: pip install 'bertforge[plot]' (or write .html)") from None
+            raise BertforgeError("PNG output needs matplotlib: pip install 'bertforge[plot]' "
+                                 "(or write .html)") from None
     if options.max_length < 3:
         raise BertforgeError("--max-length must be at least 3")
     model = options.model or Path("runs/pretrain/final")

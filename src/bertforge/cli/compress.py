@@ -80,7 +80,7 @@ COMMANDS = [
             "distill a fine-tuned classifier into a small student (soft-target KL + hard CE, optional TinyBERT terms)",
             examples=["bertforge distill --teacher runs/sst2/final --student-preset mini --task classify "
                       "--train glue/sst2/train.tsv --dev glue/sst2/dev.tsv --out runs/sst2-mini",
-                      "bertforge distill --teacher runs/sst2/final --student-preset mini --train train.tsv --dev dev.tsv "
-                      "--out runs/mini-tinybert --hidden-weight 1 --attention-weight 1",
+                      "bertforge distill --teacher runs/sst2/final --student-preset mini --train train.tsv "
+                      "--dev dev.tsv --out runs/mini-tinybert --hidden-weight 1 --attention-weight 1",
                       "bertforge distill ... --no-use-teacher --out runs/mini-baseline   # same student, no teacher"]),
 ]

@@ -11,7 +11,7 @@ from bertforge.cli.command import Command, option
 
 @dataclass
 class ServeOptions:
-    model: Path | None = option(None, help="model directory: fine-tuned (classify, ner, qa), pretrained or bare encoder")
+    model: Path | None = option(None, help="model directory: fine-tuned (classify, ner, qa), pretrained, or an encoder")
     host: str = option("127.0.0.1", help="address to bind (loopback by default)")
     port: int = option(8000, help="port (0: any free port)")
     backend: Literal["torch", "onnx"] = option("torch", help="PyTorch, or onnxruntime on MODEL/model.onnx")

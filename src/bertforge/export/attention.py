@@ -8,8 +8,9 @@ Layers and heads are numbered from 0.
 
 The PNG is either a grid (layers x heads, or the heads of one layer) or one head with its token
 labels; each map's colours run from 0 to its own largest weight, so that the structure of a
-diffuse head stays visible (the single-head plot has a colour bar with the values). The HTML page is self-contained (no external scripts): with maps embedded it shows them
-offline; served by `bertforge serve` at /attention it asks /v1/attention for any sentence.
+diffuse head stays visible (the single-head plot has a colour bar with the values). The HTML
+page is self-contained (no external scripts): with maps embedded it shows them offline;
+served by `bertforge serve` at /attention it asks /v1/attention for any sentence.
 Matplotlib is used through its object API (Figure + the Agg canvas), never pyplot, so drawing
 changes no global state.
 """
@@ -292,8 +293,9 @@ function show(data) {
   maps = data;
   options(layerSelect, maps.layers, null);
   options(headSelect, maps.heads, "all heads");
-  if (settings.layer !== null && settings.layer !== undefined) { layerSelect.value = String(settings.layer); settings.layer = null; }
-  if (settings.head !== null && settings.head !== undefined) { headSelect.value = String(settings.head); settings.head = null; }
+  // A layer and head asked for on the command line are shown first, once.
+  if (settings.layer !== null) { layerSelect.value = String(settings.layer); settings.layer = null; }
+  if (settings.head !== null) { headSelect.value = String(settings.head); settings.head = null; }
   render();
 }
 

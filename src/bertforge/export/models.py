@@ -94,7 +94,8 @@ def load_model(directory: str | Path, device: str = "cpu", task_name: str | None
     kind = kind_of(config) if task_name is None else task_name
     if kind in TASK_KINDS:
         task, model, tokenizer, merged = load_finetuned(directory, kind, settings or TaskSettings(), device)
-        return LoadedModel(directory, kind, model.eval(), model.config, tokenizer, task, merged)  # type: ignore[arg-type]
+        return LoadedModel(directory, kind, model.eval(), model.config, tokenizer, task,  # type: ignore[arg-type]
+                           merged)
     if task_name is not None:
         raise BertforgeError(f"unknown task {task_name!r}")
     from bertforge.model import BertForMaskedLM, BertModel

@@ -90,7 +90,8 @@ def _quiet_root_logger() -> Iterator[None]:
     the advice (shape inference for models without dynamic axes) does not apply here."""
     root = logging.getLogger()
     hush = logging.Filter()
-    hush.filter = lambda record: not record.getMessage().startswith("Please consider to run pre-processing")  # type: ignore[method-assign]
+    advice = "Please consider to run pre-processing"
+    hush.filter = lambda record: not record.getMessage().startswith(advice)  # type: ignore[method-assign]
     root.addFilter(hush)
     try:
         yield
