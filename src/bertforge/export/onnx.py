@@ -7,7 +7,7 @@ attention_mask, int64 (B, T). Outputs: the head's (`logits`; `start_logits` and 
 onnxruntime computes only the outputs a caller asks for, so serving logits costs nothing more.
 
 Where the graph departs from the PyTorch model, without changing the numbers:
-- the encoder runs its padded path (`BertModel.unpad_inputs = False`): the unpadded fast path
+- the encoder runs its padded path (`set_fast_paths(model, False)`): the unpadded fast path
   gathers a data-dependent number of tokens, which a traced graph cannot hold;
 - the example batch has a padded row, so the traced graph always applies the attention mask
   (a mask of ones gives what no mask gives).
@@ -110,9 +110,10 @@ def export_onnx(model_dir: str | Path, out_file: str | Path | None = None, *, op
     out_file = Path(out_file) if out_file is not None else model_dir / DEFAULT_FILE
     if out_file.exists() and out_file.is_dir():
         raise BertforgeError("the output is a directory; give a file name such as model.onnx", path=out_file)
+    from bertforge.model.bert import set_fast_paths
+
     loaded = load_model(model_dir, device="cpu")
-    encoder = loaded.encoder
-    encoder.unpad_inputs = False  # see the module docstring
+    set_fast_paths(loaded.model, False)  # the padded path: see the module docstring
     traced = _Traced(loaded).eval()
     outputs = [*HEAD_OUTPUTS[loaded.kind], "last_hidden_state"]
     batch = example_batch(loaded.config)
