@@ -241,3 +241,20 @@ def test_serve_command_errors_are_one_line(models, tmp_path, capsys):
     for args, message in cases:
         assert main(args) == 2, args
         assert message in capsys.readouterr().err
+
+
+def test_onnx_backend_fills_masks_like_pytorch(models, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
+    pytest.importorskip("onnx", reason="ONNX export needs onnx")
+    from bertforge.export.onnx import export_onnx
+
+    export_onnx(models["pretraining"], tmp_path / "mlm.onnx")
+    texts = ["the [MASK] is good", "john [MASK] in paris ."]
+    torch_engine = Engine(models["pretraining"])
+    onnx_engine = Engine(models["pretraining"], backend="onnx", onnx_file=tmp_path / "mlm.onnx")
+    assert onnx_engine.endpoints == ["fill-mask", "embed"]
+    expected, got = torch_engine.fill_mask(texts, top_k=3), onnx_engine.fill_mask(texts, top_k=3)
+    for ours, theirs in zip(got, expected):
+        assert ours["sequence"] == theirs["sequence"]
+        for mine, reference in zip(ours["masks"], theirs["masks"]):
+            assert [t["token"] for t in mine["predictions"]] == [t["token"] for t in reference["predictions"]]
