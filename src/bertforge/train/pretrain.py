@@ -64,8 +64,8 @@ class PretrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=32, max_steps=600, learning_rate=1e-3, warmup_ratio=0.05, precision="bf16",
-        eval_every=0, eval_batches=16, save_every=200, time_limit_minutes=4.5))
+        batch_size=32, max_steps=250, learning_rate=1e-3, warmup_ratio=0.05, precision="bf16",
+        eval_every=0, eval_batches=16, save_every=100, time_limit_minutes=4.5))
     fill_mask: list[str] = field(default_factory=lambda: list(FILL_MASK_SENTENCES))
     """Sentences with [MASK] to complete with the trained model at the end."""
 
