@@ -14,11 +14,19 @@ with SDPA attention.
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":
+    # Before torch loads OpenMP: see benchmarks/openmp.py.
+    from benchmarks.openmp import choose_wait_policy
+
+    choose_wait_policy(sys.argv)
+
 import argparse
 import itertools
 import json
 import statistics
-import sys
 import time
 import warnings
 
@@ -35,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes over the dev set")
     parser.add_argument("--reps", type=int, default=3, help="timed passes over the dev set")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--omp-wait-policy", choices=["auto", "passive", "active"], default="auto",
+                        help="OpenMP idle threads sleep (passive) or spin (active); auto: passive when the "
+                             "1-minute load average exceeds the CPU count (a shared machine)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="bertforge: torch.compile each encoder layer")
     parser.add_argument("--no-unpad", action="store_true", help="bertforge: padded encoder")
@@ -176,7 +187,7 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    print(f"machine: {common.machine_description(device)}")
+    print(f"machine: {common.machine_description(device)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"command: python -m benchmarks.inference_throughput {' '.join(sys.argv[1:] if argv is None else argv)}")
     precisions = args.precisions.split(",")
     peaks = {p: common.matmul_peak(device, p) for p in precisions}

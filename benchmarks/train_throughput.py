@@ -10,11 +10,19 @@ counted. Prints one markdown row per (preset, seq_len, precision).
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":
+    # Before torch loads OpenMP: see benchmarks/openmp.py.
+    from benchmarks.openmp import choose_wait_policy
+
+    choose_wait_policy(sys.argv)
+
 import argparse
 import itertools
 import json
 import statistics
-import sys
 import time
 import warnings
 
@@ -34,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5, help="timed steps per side (alternated)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--omp-wait-policy", choices=["auto", "passive", "active"], default="auto",
+                        help="OpenMP idle threads sleep (passive) or spin (active); auto: passive when the "
+                             "1-minute load average exceeds the CPU count (a shared machine)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
                         help="AdamW implementation, the same on both sides")
@@ -162,7 +173,7 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    print(f"machine: {common.machine_description(device)}")
+    print(f"machine: {common.machine_description(device)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"command: python -m benchmarks.train_throughput {' '.join(sys.argv[1:] if argv is None else argv)}")
     precisions = args.precisions.split(",")
     peaks = {p: common.matmul_peak(device, p) for p in precisions}

@@ -90,11 +90,11 @@ def test_layout_round_trips_any_padding_pattern():
     assert layout.positions(torch.device("cpu")).tolist() == [i % 5 for i in mask.flatten().nonzero().flatten().tolist()]
     padded = layout.pad(tokens)
     assert torch.equal(padded.squeeze(-1), values.squeeze(-1) * mask)
-    grid = layout.to_grid(tokens)  # (B, L, 1): each row's tokens left-aligned
+    (grid,) = layout.to_grids(tokens)  # (B, L, 1): each row's tokens left-aligned
     assert grid.squeeze(-1).tolist() == [[0, 1, 2, 0], [6, 7, 8, 9], [10, 12, 14, 0], [15, 16, 17, 18]]
-    assert layout.mask[:, 0, 0].tolist() == [[True, True, True, False], [True] * 4, [True, True, True, False],
-                                             [True] * 4]
-    assert torch.equal(layout.from_grid(grid), tokens)
+    assert layout.grids[0].mask[:, 0, 0].tolist() == [[True, True, True, False], [True] * 4,
+                                                      [True, True, True, False], [True] * 4]
+    assert torch.equal(layout.from_grids([grid]), tokens)
     assert layout.cu_seqlens.tolist() == [0, 3, 7, 10, 14]
     wanted = torch.zeros(4, 5, dtype=torch.bool)
     wanted[1, 3] = wanted[2, 4] = wanted[0, 0] = True
@@ -103,9 +103,33 @@ def test_layout_round_trips_any_padding_pattern():
 
 def test_layout_without_padding_is_a_reshape():
     layout = TokenLayout.from_mask(torch.ones(2, 3, dtype=torch.long), 2, 3, torch.device("cpu"))
-    assert layout.indices is None and layout.mask is None and layout.max_len == 3
+    assert layout.indices is None and layout.grids[0].mask is None and layout.max_len == 3
     values = torch.randn(2, 3, 4)
     assert torch.equal(layout.pad(layout.gather(values)), values)
+
+
+def few_rows_per_bucket(monkeypatch) -> None:
+    monkeypatch.setattr(unpad, "BUCKET_MIN_ROWS", 2)
+
+
+def test_buckets_group_rows_by_length(monkeypatch):
+    few_rows_per_bucket(monkeypatch)
+    assert unpad.plan_buckets([10, 10, 10, 10]) is None  # equal lengths: one grid
+    assert unpad.plan_buckets([30, 5, 29, 4, 28, 6]) == [[0, 2, 4], [5, 1, 3]]
+    mask = torch.zeros(6, 30, dtype=torch.long)
+    for row, length in enumerate([30, 5, 29, 4, 28, 6]):
+        mask[row, :length] = 1
+    layout = TokenLayout.from_mask(mask, 6, 30, torch.device("cpu"))
+    assert [(grid.rows, grid.max_len) for grid in layout.grids] == [(3, 30), (3, 6)]
+    values = torch.arange(180.0).view(6, 30, 1)
+    tokens = layout.gather(values).requires_grad_()
+    grids = layout.to_grids(tokens)
+    assert grids[1][:, :, 0].tolist() == [[150, 151, 152, 153, 154, 155], [30, 31, 32, 33, 34, 0],
+                                          [90, 91, 92, 93, 0, 0]]
+    back = layout.from_grids([g * 2 for g in grids])
+    assert torch.equal(back, tokens * 2)
+    back.backward(torch.ones_like(back))
+    assert torch.equal(tokens.grad, torch.full_like(tokens, 2.0))
 
 
 # -- unpadded encoder ------------------------------------------------------------------------------
@@ -122,7 +146,7 @@ def test_unpadded_encoder_matches_padded(fused_qkv):
     valid = inputs["attention_mask"].bool()
     for layer, (x, y) in enumerate(zip(a.hidden_states, b.hidden_states)):
         torch.testing.assert_close(x[valid], y[valid], atol=ATOL, rtol=0, msg=f"hidden state {layer}")
-    assert float(a.last_hidden_state[~valid].abs().max()) == 0.0  # padding comes out as zeros
+    assert float(a.last_hidden_state.detach()[~valid].abs().max()) == 0.0  # padding comes out as zeros
     # The loss reads real positions only, as every loss does; the gradients must agree.
     weights = torch.randn(a.last_hidden_state.shape, generator=torch.Generator().manual_seed(5)) * valid[..., None]
     (a.last_hidden_state * weights).sum().backward()
@@ -141,6 +165,26 @@ def test_unpadded_batch_without_padding():
         b = plain(inputs["input_ids"], inputs["token_type_ids"], mask)
         torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state, atol=ATOL, rtol=0)
         torch.testing.assert_close(a.pooler_output, b.pooler_output, atol=ATOL, rtol=0)
+
+
+def test_bucketed_attention_matches_padded(monkeypatch):
+    few_rows_per_bucket(monkeypatch)
+    config = tiny()
+    fast, plain = twins(BertModel, config)
+    plain.unpad_inputs = False
+    inputs, _, _ = make_batch(config, batch=4, seq_len=19)
+    inputs["attention_mask"][1, 6:] = 0  # lengths 19, 6, 4, 19: two grids
+    inputs["attention_mask"][3, 0] = 0  # and a hole
+    valid = inputs["attention_mask"].bool()
+    layout = fast.layout(inputs["input_ids"], inputs["attention_mask"])
+    assert len(layout.grids) == 2
+    a = fast(**inputs).last_hidden_state
+    b = plain(**inputs).last_hidden_state
+    torch.testing.assert_close(a[valid], b[valid], atol=ATOL, rtol=0)
+    weights = torch.randn(a.shape, generator=torch.Generator().manual_seed(5)) * valid[..., None]
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    assert_same_grads(grads(fast), grads(plain))
 
 
 @pytest.mark.parametrize("sparse_prediction", [True, False])

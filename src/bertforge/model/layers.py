@@ -127,12 +127,13 @@ class SelfAttention(nn.Module):
         if varlen_attention_available(qkv, dropout_p):
             q, k, v = qkv.view(-1, 3, self.num_heads, self.head_size).unbind(1)  # 3 x (N, heads, D)
             return varlen_attention(q, k, v, layout).reshape(-1, hidden)
-        grid = layout.to_grid(qkv)  # (B, L, 3H)
-        batch, length = grid.shape[0], grid.shape[1]
-        q, k, v = grid.view(batch, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (B, N, L, D)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, dropout_p=dropout_p)
-        context = context.transpose(1, 2).reshape(batch, length, hidden)  # (B, L, H)
-        return layout.from_grid(context)  # (N, H)
+        contexts = []
+        for grid, values in zip(layout.grids, layout.to_grids(qkv)):  # (R, L, 3H) each
+            rows, length = values.shape[0], values.shape[1]
+            q, k, v = values.view(rows, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (R, N, L, D)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=dropout_p)
+            contexts.append(context.transpose(1, 2).reshape(rows, length, hidden))  # (R, L, H)
+        return layout.from_grids(contexts)  # (N, H)
 
 
 class FeedForward(nn.Module):

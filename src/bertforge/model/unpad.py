@@ -8,7 +8,10 @@ as in NVIDIA's BERT and MosaicBERT's `bert_padding.py`. Attention stays within e
 - by default the projected q, k, v are scattered into a (B, L, 3H) grid, where L is the
   longest real row (not the padded T), and go through SDPA with a boolean key mask; the
   context is gathered back to (N, H). The scatter and gather move O(N·H) bytes per layer,
-  against O(N·H²) FLOPs in the projections;
+  against O(N·H²) FLOPs in the projections. When the lengths in a batch differ a lot (a
+  dynamically padded batch of sentences), the rows are grouped by length into up to
+  `MAX_BUCKETS` grids, each as long as its own longest row, so that attention's
+  O(rows · L²) work follows the real lengths instead of the longest one;
 - on CUDA, with no dropout on the attention probabilities, `torch.nn.attention.varlen.varlen_attn`
   (flash attention over cumulative sequence lengths) runs on (N, heads, D) directly.
 
@@ -51,9 +54,94 @@ def gather_rows(source: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return _GatherRows.apply(source, indices)
 
 
+MAX_BUCKETS = 4
+"""At most this many attention grids per batch."""
+BUCKET_MIN_ROWS = 8
+"""A grid holds at least this many rows (fewer, larger SDPA calls)."""
+BUCKET_RATIO = 0.75
+"""A row shorter than this fraction of its grid's longest row starts the next grid."""
+BUCKET_GAIN = 0.75
+"""Use several grids only when their attention work is below this fraction of one grid's."""
+
+
+@dataclass
+class Grid:
+    """One attention grid: `rows` sequences, each padded to `max_len`, holding some of the N tokens."""
+
+    rows: int
+    max_len: int
+    tokens: torch.Tensor | None
+    """(N_g,) which of the N tokens are in this grid, in order; None: all N, in order."""
+    slots: torch.Tensor | None
+    """(N_g,) flat slot row * max_len + rank of each of those tokens; None: the grid is the tokens reshaped."""
+    mask: torch.Tensor | None
+    """(rows, 1, 1, max_len) boolean key mask, or None when every row has max_len tokens."""
+
+
+def plan_buckets(lengths: list[int]) -> list[list[int]] | None:
+    """Group row ids by length (longest first) when that cuts attention work enough, else None."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    groups = [[order[0]]]
+    for placed, row in enumerate(order[1:], start=1):
+        group = groups[-1]
+        if (lengths[row] < BUCKET_RATIO * lengths[group[0]] and len(group) >= BUCKET_MIN_ROWS
+                and len(groups) < MAX_BUCKETS and len(order) - placed >= BUCKET_MIN_ROWS):
+            groups.append([row])
+        else:
+            group.append(row)
+    single = len(lengths) * lengths[order[0]] ** 2
+    split = sum(len(group) * lengths[group[0]] ** 2 for group in groups)
+    return groups if len(groups) > 1 and split < BUCKET_GAIN * single else None
+
+
+class _ToGrids(torch.autograd.Function):
+    """(N, D) tokens -> one (rows * max_len, D) grid per bucket, zeros in the empty slots."""
+
+    @staticmethod
+    def forward(ctx, tokens: torch.Tensor, grids: list[Grid]):
+        ctx.grids = grids
+        ctx.num_tokens = tokens.shape[0]
+        outputs = []
+        for grid in grids:
+            out = tokens.new_zeros(grid.rows * grid.max_len, tokens.shape[-1])
+            out.index_copy_(0, grid.slots, tokens.index_select(0, grid.tokens))
+            outputs.append(out)
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        first = next(g for g in grads if g is not None)
+        tokens_grad = first.new_zeros(ctx.num_tokens, first.shape[-1])
+        for grid, grad in zip(ctx.grids, grads):
+            if grad is not None:
+                tokens_grad.index_copy_(0, grid.tokens, grad.index_select(0, grid.slots))
+        return tokens_grad, None
+
+
+class _FromGrids(torch.autograd.Function):
+    """One (rows * max_len, D) grid per bucket -> the (N, D) tokens."""
+
+    @staticmethod
+    def forward(ctx, grids: list[Grid], num_tokens: int, *values: torch.Tensor) -> torch.Tensor:
+        ctx.grids = grids
+        out = values[0].new_empty(num_tokens, values[0].shape[-1])
+        for grid, value in zip(grids, values):
+            out.index_copy_(0, grid.tokens, value.index_select(0, grid.slots))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grads = []
+        for grid in ctx.grids:
+            value_grad = grad.new_zeros(grid.rows * grid.max_len, grad.shape[-1])
+            value_grad.index_copy_(0, grid.slots, grad.index_select(0, grid.tokens))
+            grads.append(value_grad)
+        return (None, None, *grads)
+
+
 @dataclass
 class TokenLayout:
-    """Where the N real tokens of a (B, T) batch are, and the (B, L) grid attention runs on.
+    """Where the N real tokens of a (B, T) batch are, and the grids attention runs on.
 
     `indices` is None when every position is real (then the tokens are the batch, reshaped).
     """
@@ -62,13 +150,11 @@ class TokenLayout:
     seq_len: int
     """T of the padded input."""
     max_len: int
-    """L: the longest real row; attention runs on (B, L)."""
+    """L: the longest real row."""
     indices: torch.Tensor | None
     """(N,) flat positions b * T + t of the real tokens, in row-major order; None: all real."""
-    grid_indices: torch.Tensor | None
-    """(N,) flat positions b * L + slot in the attention grid (slot = rank of the token in its row)."""
-    mask: torch.Tensor | None
-    """(B, 1, 1, L) boolean key mask of the grid, or None when every row has L real tokens."""
+    grids: list[Grid]
+    """The attention grids: one (B, L) grid, or several for rows grouped by length."""
     cu_seqlens: torch.Tensor
     """(B + 1,) int32 cumulative real lengths, for varlen attention kernels."""
 
@@ -78,26 +164,46 @@ class TokenLayout:
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor | None, batch_size: int, seq_len: int,
-                  device: torch.device) -> "TokenLayout":
-        """attention_mask (B, T) of 1 for real tokens and 0 for padding, or None (all real)."""
+                  device: torch.device, bucket: bool = True) -> "TokenLayout":
+        """attention_mask (B, T) of 1 for real tokens and 0 for padding, or None (all real).
+
+        bucket: allow several attention grids grouped by length (see `plan_buckets`).
+        """
         if attention_mask is None or bool(attention_mask.bool().all()):
             lengths = torch.full((batch_size,), seq_len, dtype=torch.int32, device=device)
             cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-            return cls(batch_size, seq_len, seq_len, None, None, None, cu_seqlens)
+            grid = Grid(batch_size, seq_len, None, None, None)
+            return cls(batch_size, seq_len, seq_len, None, [grid], cu_seqlens)
         real = attention_mask.bool()  # (B, T)
         lengths = real.sum(1)  # (B,)
-        max_len = max(int(lengths.max()), 1)
+        length_list = lengths.tolist()
+        max_len = max(max(length_list), 1)
         indices = real.flatten().nonzero().squeeze(1)  # (N,)
-        # A token's slot is its rank among the real tokens of its row, so the grid holds each
+        # A token's slot is its rank among the real tokens of its row, so a grid holds each
         # row's tokens left-aligned whatever the padding side; attention does not depend on
         # the order of the keys, and positions were already added by the embeddings.
-        slots = (real.cumsum(1) - 1).flatten()[indices]  # (N,)
+        ranks = (real.cumsum(1) - 1).flatten()[indices]  # (N,)
         rows = torch.div(indices, seq_len, rounding_mode="floor")  # (N,)
-        grid_indices = rows * max_len + slots
-        grid_real = torch.arange(max_len, device=device) < lengths[:, None]  # (B, L)
-        mask = None if bool(grid_real.all()) else grid_real[:, None, None, :]
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-        return cls(batch_size, seq_len, max_len, indices, grid_indices, mask, cu_seqlens)
+        groups = plan_buckets(length_list) if bucket else None
+        if groups is None:
+            grid_real = torch.arange(max_len, device=device) < lengths[:, None]  # (B, L)
+            mask = None if bool(grid_real.all()) else grid_real[:, None, None, :]
+            grids = [Grid(batch_size, max_len, None, rows * max_len + ranks, mask)]
+        else:
+            grids = []
+            for group in groups:
+                group_rows = torch.tensor(group, device=device)
+                group_len = max(length_list[group[0]], 1)
+                place = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+                place[group_rows] = torch.arange(len(group), device=device)  # row -> row in this grid
+                token_place = place[rows]  # (N,)
+                tokens = (token_place >= 0).nonzero().squeeze(1)  # (N_g,)
+                slots = token_place[tokens] * group_len + ranks[tokens]
+                grid_real = torch.arange(group_len, device=device) < lengths[group_rows][:, None]
+                mask = None if bool(grid_real.all()) else grid_real[:, None, None, :]
+                grids.append(Grid(len(group), group_len, tokens, slots, mask))
+        return cls(batch_size, seq_len, max_len, indices, grids, cu_seqlens)
 
     def gather(self, padded: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...): the real tokens, row-major."""
@@ -112,18 +218,25 @@ class TokenLayout:
         flat.index_copy_(0, self.indices, tokens)  # in place on fresh zeros: no clone
         return flat.view(self.batch_size, self.seq_len, *tokens.shape[1:])
 
-    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (B, L, D) attention grid, zeros in the empty slots."""
-        if self.grid_indices is None:
-            return tokens.view(self.batch_size, self.max_len, tokens.shape[-1])
-        grid = tokens.new_zeros(self.batch_size * self.max_len, tokens.shape[-1])
-        grid.index_copy_(0, self.grid_indices, tokens)
-        return grid.view(self.batch_size, self.max_len, -1)
+    def to_grids(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """(N, D) -> one (rows, max_len, D) attention grid per Grid, zeros in the empty slots."""
+        if len(self.grids) > 1:
+            values = _ToGrids.apply(tokens, self.grids)
+            return [value.view(grid.rows, grid.max_len, -1) for grid, value in zip(self.grids, values)]
+        grid = self.grids[0]
+        if grid.slots is None:
+            return [tokens.view(grid.rows, grid.max_len, tokens.shape[-1])]
+        value = tokens.new_zeros(grid.rows * grid.max_len, tokens.shape[-1])
+        value.index_copy_(0, grid.slots, tokens)  # in place on fresh zeros: no clone
+        return [value.view(grid.rows, grid.max_len, -1)]
 
-    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (N, D)."""
-        flat = grid.reshape(self.batch_size * self.max_len, grid.shape[-1])
-        return flat if self.grid_indices is None else gather_rows(flat, self.grid_indices)
+    def from_grids(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """One (rows, max_len, D) grid per Grid -> (N, D)."""
+        flat = [value.reshape(-1, value.shape[-1]) for value in values]
+        if len(self.grids) > 1:
+            return _FromGrids.apply(self.grids, self.num_tokens, *flat)
+        slots = self.grids[0].slots
+        return flat[0] if slots is None else gather_rows(flat[0], slots)
 
     def positions(self, device: torch.device) -> torch.Tensor:
         """(N,) the position id (column t) of each real token."""
