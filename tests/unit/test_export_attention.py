@@ -66,15 +66,15 @@ def test_html_page_embeds_the_maps(pretrained, tmp_path):
 def test_attention_errors_are_one_line(pretrained, tmp_path, capsys):
     cases = [
         (["attention", "--model", str(pretrained), "x", "--out", str(tmp_path / "a.jpg")], "must end in .png or .html"),
-        (["attention", "--model", str(pretrained), "x", "--layer", "2", "--out", str(tmp_path / "a.png")],
+        (["attention", "--model", str(pretrained), "x", "--layer", "2", "--out", str(tmp_path / "a.html")],
          "layers 0..1"),
-        (["attention", "--model", str(pretrained), "x", "--head", "0", "--out", str(tmp_path / "a.png")],
+        (["attention", "--model", str(pretrained), "x", "--head", "0", "--out", str(tmp_path / "a.html")],
          "--head needs --layer"),
-        (["attention", "--model", str(pretrained), "x", "y", "--out", str(tmp_path / "a.png")], "one text"),
-        (["attention", "--model", str(tmp_path / "none"), "x", "--out", str(tmp_path / "a.png")], "not found"),
+        (["attention", "--model", str(pretrained), "x", "y", "--out", str(tmp_path / "a.html")], "one text"),
+        (["attention", "--model", str(tmp_path / "none"), "x", "--out", str(tmp_path / "a.html")], "not found"),
         (["attention", "--model", str(pretrained), "x"], "--out"),
     ]
     for args, message in cases:
         assert main(args) == 2, args
         assert message in capsys.readouterr().err
-    assert not (tmp_path / "a.png").exists()
+    assert not (tmp_path / "a.html").exists()
