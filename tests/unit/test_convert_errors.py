@@ -104,3 +104,27 @@ def test_cli_info_and_errors(capsys):
     assert capsys.readouterr().err.strip() == "error: vocab_size: expected an integer, got 'x'"
     assert main(["info", "no_such_key=3"]) == 2
     assert "unknown config key 'no_such_key'" in capsys.readouterr().err
+
+
+def test_cli_names_a_missing_model_directory_and_a_mismatched_config(tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    assert main(["pretrain", "--run-dir", str(tmp_path / "a"), f"model.init_from={missing}", "--quiet"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: ") and str(missing) in message
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    model_dir = tmp_path / "model"
+    model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=len(vocab), max_position_embeddings=64))
+    model.save_pretrained(model_dir)
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["hidden_size"], config["num_attention_heads"] = 64, 2
+    (model_dir / "config.json").write_text(json.dumps(config))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"abc def ghi. jkl mno {i}. pqr stu vwx." for i in range(40)) + "\n")
+    code = main(["pretrain", "--run-dir", str(tmp_path / "b"), f"model.init_from={model_dir}",
+                 f"data.inputs=[{corpus}]", "data.prepare.max_seq_length=32", "data.prepare.workers=1",
+                 "data.prepare.eval_fraction=0.2", "--quiet", "train.max_steps=1"])
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2, message
+    assert "config disagrees with the weights" in message and "model.safetensors" in message

@@ -134,8 +134,8 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
     for name in list(flags):
         value = flags.get(name)
         if isinstance(value, list) and command.takes_overrides:
-            keep = [item for item in value if not _looks_like_override(item)]
-            overrides = [item for item in value if _looks_like_override(item)] + overrides
+            keep = [item for item in value if not looks_like_override(item)]
+            overrides = [item for item in value if looks_like_override(item)] + overrides
             flags[name] = keep
         if flags.get(name) is None:
             flags.pop(name, None)
@@ -144,6 +144,6 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
     return build_dataclass(command.options, data)
 
 
-def _looks_like_override(text: str) -> bool:
+def looks_like_override(text: str) -> bool:
     key, sep, _ = text.partition("=")
     return bool(sep) and key.replace(".", "").replace("_", "").isalnum() and not key[:1].isdigit()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from importlib import import_module
 
-from bertforge.cli.command import Command, build_parser, resolve_options
+from bertforge.cli.command import Command, looks_like_override, build_parser, resolve_options
 from bertforge.errors import BertforgeError
 
 COMMAND_MODULES = (
@@ -49,8 +49,14 @@ def available_commands() -> list[Command]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(available_commands(), description=DESCRIPTION)
-    namespace = parser.parse_args(argv)
+    # Overrides may come on either side of flags (`a=1 --quiet b=2`); argparse alone would take
+    # only the first run of positionals, so the rest are collected here.
+    namespace, extra = parser.parse_known_args(argv)
     command: Command | None = getattr(namespace, "_command", None)
+    if extra:
+        if command is None or not command.takes_overrides or not all(looks_like_override(item) for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        namespace.overrides = list(getattr(namespace, "overrides", []) or []) + extra
     if command is None:
         namespace._group.print_help()
         return 0 if not argv or argv[-1] in ("-h", "--help") else 2
