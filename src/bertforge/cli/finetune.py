@@ -9,7 +9,7 @@ configs/finetune/*.yaml (`--config`) and dotted overrides such as `trainer.learn
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
