@@ -40,7 +40,7 @@ from torch import nn
 
 from bertforge.config import PRESETS, BertConfig, to_plain
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_open, atomic_write_json, replace_directory
+from bertforge.fileio import atomic_write_json, replace_directory
 
 DISTILLATION_KEY = "distillation"
 
@@ -180,7 +180,6 @@ def build_student(config: DistillConfig, teacher_config: BertConfig) -> nn.Modul
 
 def distill(config: DistillConfig) -> dict[str, Any]:
     """Train the student; write OUT/final (best on dev), OUT/metrics.jsonl and OUT/results.json."""
-    import json
     import warnings
 
     from bertforge.tasks.classify import is_regression
@@ -188,7 +187,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     from bertforge.tasks.finetune import SETTINGS_KEY, load_finetuned
     from bertforge.tasks.settings import TaskSettings
     from bertforge.train.config import TrainConfig
-    from bertforge.train.metrics import progress_bar
+    from bertforge.train.metrics import MetricsLog, progress_bar
     from bertforge.train.optim import build_optimizer
     from bertforge.train.schedule import build_schedule
 
@@ -222,13 +221,14 @@ def distill(config: DistillConfig) -> dict[str, Any]:
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # a new run, not a continuation
+    log = MetricsLog(out, tensorboard=False)
     best: dict[str, Any] = {"accuracy": -math.inf, "step": None}
-    history: list[dict[str, Any]] = []
 
     def evaluate(step: int) -> None:
         result = task.evaluate(model, tokenizer, dev_examples, settings, config.eval_batch_size, dev_features)
         record = {"step": step, "split": "dev", **{k: float(v) for k, v in result.metrics.items()}}
-        history.append(record)
+        log.write(record)
         if record["accuracy"] > best["accuracy"]:
             best.update(accuracy=record["accuracy"], step=step, metrics=result.metrics)
             _save(model, tokenizer, out / "final", config)
@@ -254,16 +254,14 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         if step % 10 == 0 or step == config.max_steps:
             record = {"step": step, "split": "train", "loss": float(total.detach()),
                       **{f"{name}_loss": float(value.detach()) for name, value in losses.items()}}
-            history.append(record)
+            log.write(record)
             bar.set_postfix(loss=f"{float(total.detach()):.3f}", refresh=False)
         if config.eval_every and step % config.eval_every == 0 and step != config.max_steps:
             evaluate(step)
     bar.close()
     evaluate(config.max_steps)
     train_seconds = time.perf_counter() - started
-    with atomic_open(out / "metrics.jsonl") as handle:
-        for record in history:
-            handle.write(json.dumps(record) + "\n")
+    log.close()
     summary = {"teacher": str(config.teacher), "use_teacher": config.use_teacher,
                "student": {"layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
                            "parameters": sum(p.numel() for p in model.parameters())},
