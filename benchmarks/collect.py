@@ -8,6 +8,7 @@ only puts them together, in a fixed order, under one header.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,8 @@ def main() -> None:
         text = path.read_text(encoding="utf-8").strip()
         # Demote each file's headings one level under the page title.
         text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+        # A result file still being filled in marks a missing figure with an UPPER_CASE token.
+        text = re.sub(r"(?m)^[A-Z][A-Z_]{3,}$", "*(not yet measured)*", text)
         parts.append(text)
     (ROOT / "BENCHMARKS.md").write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     print(f"BENCHMARKS.md from {len(files)} result file(s)")
