@@ -10,8 +10,9 @@ Conventions used by every benchmark here:
   google-research/bert computes it), pooler and NSP/classifier; training is 3x the forward.
   A side that computes on padding or predicts every position does more work than this, so
   MFU = model FLOPs / time / peak compares the sides exactly as their throughputs do;
-- the peak is the median FLOP/s of a large square matmul in the same dtype on the same device,
-  measured by the same script;
+- the peak is the median FLOP/s of a large square matmul (4096^2 on CPU, 8192^2 on CUDA) in
+  the same dtype on the same device, sampled by the same script before and between the timed
+  repetitions, so that it sees the same load from other processes as the steps do;
 - peak memory: on CUDA, torch.cuda.max_memory_allocated during a side's steps; on CPU, the
   peak resident set size (sampled from /proc/self/statm every 2 ms) above the resident
   size just before the step, after returning freed heap memory to the OS (malloc_trim): the
@@ -85,22 +86,36 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def matmul_peak(device: torch.device, precision: str, size: int | None = None, reps: int = 7) -> float:
-    """Median FLOP/s of a (size x size) @ (size x size) matmul in the benchmark's dtype."""
-    size = size or (8192 if device.type == "cuda" else 4096)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    times = []
-    for index in range(reps + 2):
-        synchronize(device)
+class MatmulPeak:
+    """FLOP/s of a large square matmul in the benchmark's dtype, sampled throughout a run.
+
+    `sample()` runs one matmul and records its rate; the peak is the median of the samples,
+    taken between the timed repetitions so that it sees the same machine load as they do.
+    """
+
+    def __init__(self, device: torch.device, precision: str, size: int | None = None):
+        self.device = device
+        self.size = size or (8192 if device.type == "cuda" else 4096)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        self.a = torch.randn(self.size, self.size, generator=generator).to(device=device, dtype=dtype)
+        self.b = torch.randn(self.size, self.size, generator=generator).to(device=device, dtype=dtype)
+        self.samples: list[float] = []
+        for _ in range(2):  # warm-up: oneDNN/cuBLAS kernel selection, page faults
+            self.a @ self.b
+        for _ in range(3):
+            self.sample()
+
+    def sample(self) -> None:
+        synchronize(self.device)
         start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        if index >= 2:
-            times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
+        self.a @ self.b
+        synchronize(self.device)
+        self.samples.append(2 * self.size**3 / (time.perf_counter() - start))
+
+    @property
+    def flops(self) -> float:
+        return statistics.median(self.samples)
 
 
 # -- FLOPs ------------------------------------------------------------------------------------
@@ -345,12 +360,13 @@ class SideResult:
 
 
 def alternate(sides: dict[str, Callable[[int], dict[str, float] | None]], device: torch.device, warmup: int,
-              reps: int, measure_memory: bool = True, log: Callable[[str], None] | None = None
-              ) -> dict[str, SideResult]:
+              reps: int, measure_memory: bool = True, log: Callable[[str], None] | None = None,
+              between: Callable[[], None] | None = None) -> dict[str, SideResult]:
     """Warm each side up, then time `reps` calls of each, alternating which side goes first.
 
     A side is a function of the repetition index (so both get the same batch at rep i); it may
-    return named sub-timings (e.g. the optimizer step) that are collected alongside.
+    return named sub-timings (e.g. the optimizer step) that are collected alongside. `between`
+    runs after each round of sides, untimed (the matmul peak sampler).
     """
     names = list(sides)
     for name in names:
@@ -374,6 +390,8 @@ def alternate(sides: dict[str, Callable[[int], dict[str, float] | None]], device
                 result.extra.setdefault(key, []).append(value)
             if log:
                 log(f"  rep {rep} {name}: {elapsed:.3f}s")
+        if between is not None:
+            between()
     return results
 
 

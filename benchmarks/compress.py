@@ -10,8 +10,8 @@ Stages, each cached in the work directory (delete a stage's folder to redo it):
    weights, bertforge PyTorch, onnxruntime fp32 and onnxruntime int8;
 3. int8: `bertforge quantize`; dev accuracy of int8 against fp32, sizes on disk;
 4. distill: a `mini` student (random init, the teacher's vocab) trained on the same rows, steps,
-   batches and seed, once with the teacher (soft-target KL at T=2, alpha 0.9) and once on the
-   hard labels only; dev accuracy of each.
+   batches and seed, once with the teacher (soft-target KL, `--alpha` 0.5 at `--temperature` 1)
+   and once on the hard labels only; dev accuracy of each.
 
 Timing: warm-up, then the sides alternate (A B C D, D C B A, ...) and medians are reported, so
 that load from other processes hits every side alike. The CPU here is shared and slow.
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distill-steps", type=int, default=1500)
     parser.add_argument("--distill-rows", type=int, default=None, help="rows for distillation (default: --train-rows)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets")
+    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["onnx", "distill"],
                         help="onnx: the ONNX and int8 stage; distill: the distillation stage")
@@ -193,10 +195,12 @@ def main(argv: list[str] | None = None) -> None:
         distill_train = train_subset(args.work, rows)
         report["distill"] = {"rows": rows, "steps": args.distill_steps}
         for name, use_teacher in (("with_teacher", True), ("without_teacher", False)):
-            out = args.work / f"mini-{name}-{args.distill_steps}"
+            suffix = f"-a{args.alpha:g}-t{args.temperature:g}" if use_teacher else ""
+            out = args.work / f"mini-{name}{suffix}-{args.distill_steps}"
             if not (out / "results.json").exists():
                 distill(DistillConfig(teacher=teacher_dir, train=distill_train, dev=dev, out=out, student_preset="mini",
-                                      use_teacher=use_teacher, max_steps=args.distill_steps, batch_size=32,
+                                      use_teacher=use_teacher, alpha=args.alpha, temperature=args.temperature,
+                                      max_steps=args.distill_steps, batch_size=32,
                                       learning_rate=5e-4, eval_every=max(args.distill_steps // 5, 1), seed=args.seed,
                                       progress=False))
             summary = json.loads((out / "results.json").read_text())

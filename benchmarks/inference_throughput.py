@@ -8,8 +8,10 @@ one pass over the whole dev set; inside it the two sides alternate batch by batc
 B A on the next batch), so both see the same load. Both run under torch.inference_mode with
 the same weights and the same precision (bf16 = autocast). The bertforge side is
 `bertforge.tasks.classify.BertForSequenceClassification` when it exists, else BertModel +
-pooler + Linear (the same math). The transformers side is its BertForSequenceClassification
-with SDPA attention.
+pooler + Linear (the same math), with its fast paths: unpadded encoder, attention grids by
+length, and torch.compile of each encoder layer (compiled during the warm-up passes;
+`--no-compile` for eager). The transformers side is its BertForSequenceClassification with
+SDPA attention, eager.
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--presets", default="mini,base")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=1, help="untimed passes over the dev set")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed passes over the dev set")
     parser.add_argument("--reps", type=int, default=3, help="timed passes over the dev set")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--omp-wait-policy", choices=["auto", "passive", "active"], default="auto",
                         help="OpenMP idle threads sleep (passive) or spin (active); auto: passive when the "
                              "1-minute load average exceeds the CPU count (a shared machine)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--compile", action="store_true", help="bertforge: torch.compile each encoder layer")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="bertforge eager (default: torch.compile each encoder layer, compiled in the warm-up)")
     parser.add_argument("--no-unpad", action="store_true", help="bertforge: padded encoder")
     parser.add_argument("--plain", action="store_true", help="bertforge with every fast path off")
     parser.add_argument("--no-memory", action="store_true")
@@ -97,7 +100,7 @@ def build_models(preset: str, args, device: torch.device):
     common.copy_weights_to_hf(ours, theirs)
     ours.to(device).eval()
     theirs.to(device).eval()
-    if args.compile:
+    if not (args.no_compile or args.plain):
         from bertforge.model.compiled import compile_encoder
 
         compile_encoder(ours)
@@ -141,6 +144,7 @@ def run_one(preset, precision, args, device, peaks, batches, log) -> dict:
             order = list(models) if (rep + index) % 2 == 0 else list(models)[::-1]
             for name in order:
                 totals[name] += run_batch(name, batch)
+        peaks[precision].sample()
         if rep >= args.warmup:
             for name in models:
                 times[name].append(totals[name])
@@ -152,20 +156,20 @@ def run_one(preset, precision, args, device, peaks, batches, log) -> dict:
     flops = sum(common.forward_flops(config, common.real_lengths(b), heads="classifier") for b in batches)
     row = dict(benchmark="inference", preset=preset, precision=precision, batch_size=args.batch_size,
                device=str(device), model=kind, sentences=sentences, padded_tokens=padded, real_tokens=real,
-               model_flops=flops, peak_flops=peaks[precision], max_logit_difference=difference,
-               compile=args.compile, plain=args.plain, load_average=common.load_average())
+               model_flops=flops, peak_flops=peaks[precision].flops, max_logit_difference=difference,
+               compile=not (args.no_compile or args.plain), plain=args.plain, load_average=common.load_average())
     for name in models:
         median = statistics.median(times[name])
         row[name] = dict(times=times[name], median_s=median, sentences_per_s=sentences / median,
                          tokens_per_s=padded / median, real_tokens_per_s=real / median,
-                         mfu=flops / median / peaks[precision], peak_memory_mib=memory[name] / 2**20)
+                         mfu=flops / median / peaks[precision].flops, peak_memory_mib=memory[name] / 2**20)
     row["ratio"] = statistics.median(times["transformers"]) / statistics.median(times["bertforge"])
     return row
 
 
 HEADER = ("| preset | prec | bertforge sent/s | transformers sent/s | ratio | bertforge real tok/s | "
-          "transformers real tok/s | MFU bertforge | MFU transformers | peak batch mem MiB (bf/tf) | max logit diff |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "transformers real tok/s | MFU bertforge | MFU transformers | peak GFLOP/s | peak batch mem MiB (bf/tf) | "
+          "max logit diff |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(row: dict) -> str:
@@ -173,7 +177,7 @@ def format_row(row: dict) -> str:
     return (f"| {row['preset']} | {row['precision']} | {ours['sentences_per_s']:,.0f} | "
             f"{theirs['sentences_per_s']:,.0f} | **{row['ratio']:.2f}x** | {ours['real_tokens_per_s']:,.0f} | "
             f"{theirs['real_tokens_per_s']:,.0f} | {100 * ours['mfu']:.1f}% | {100 * theirs['mfu']:.1f}% | "
-            f"{ours['peak_memory_mib']:,.0f} / {theirs['peak_memory_mib']:,.0f} | "
+            f"{row['peak_flops'] / 1e9:,.0f} | {ours['peak_memory_mib']:,.0f} / {theirs['peak_memory_mib']:,.0f} | "
             f"{row['max_logit_difference']:.1e} |")
 
 
@@ -190,9 +194,7 @@ def main(argv=None) -> int:
     print(f"machine: {common.machine_description(device)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"command: python -m benchmarks.inference_throughput {' '.join(sys.argv[1:] if argv is None else argv)}")
     precisions = args.precisions.split(",")
-    peaks = {p: common.matmul_peak(device, p) for p in precisions}
-    for precision, peak in peaks.items():
-        print(f"matmul peak {precision}: {peak / 1e9:,.0f} GFLOP/s")
+    peaks = {p: common.MatmulPeak(device, p) for p in precisions}
     batches = [common.to_device(b, device) for b in common.sst2_batches(args.batch_size)]
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     padded = sum(int(b["input_ids"].numel()) for b in batches)
@@ -206,6 +208,9 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
+    for precision, peak in peaks.items():
+        print(f"matmul peak {precision}: median {peak.flops / 1e9:,.0f} GFLOP/s over {len(peak.samples)} samples "
+              f"(min {min(peak.samples) / 1e9:,.0f}, max {max(peak.samples) / 1e9:,.0f})")
     print(f"load average at end: {common.load_average()}")
     return 0
 

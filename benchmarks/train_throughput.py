@@ -126,7 +126,8 @@ def run_one(preset: str, seq_len: int, precision: str, args, device, peaks, batc
         "transformers": make_step(theirs, make_optimizer(theirs, args.optimizer), batches, device, precision),
     }
     log(f"{preset} seq {seq_len} {precision} batch {batch_size}: warm-up {args.warmup}, {args.reps} reps each")
-    results = common.alternate(sides, device, args.warmup, args.reps, not args.no_memory, log)
+    peak = peaks[precision]
+    results = common.alternate(sides, device, args.warmup, args.reps, not args.no_memory, log, between=peak.sample)
 
     timed = [batches[(args.warmup + r) % len(batches)] for r in range(args.reps)]
     padded_tokens = statistics.mean(b["input_ids"].numel() for b in timed)
@@ -136,12 +137,12 @@ def run_one(preset: str, seq_len: int, precision: str, args, device, peaks, batc
         for b in timed)
     row = dict(benchmark="train", preset=preset, seq_len=seq_len, precision=precision, batch_size=batch_size,
                device=str(device), padded_tokens=padded_tokens, real_tokens=real_tokens, model_flops=flops,
-               peak_flops=peaks[precision], compile=args.compile, plain=args.plain, optimizer=args.optimizer,
+               peak_flops=peak.flops, compile=args.compile, plain=args.plain, optimizer=args.optimizer,
                load_average=common.load_average())
     for name, result in results.items():
         median = result.median
         row[name] = dict(times=result.times, median_s=median, tokens_per_s=padded_tokens / median,
-                         real_tokens_per_s=real_tokens / median, mfu=flops / median / peaks[precision],
+                         real_tokens_per_s=real_tokens / median, mfu=flops / median / peak.flops,
                          optimizer_ms=1000 * statistics.median(result.extra["optimizer"]),
                          peak_memory_mib=result.peak_memory / 2**20)
     row["ratio"] = results["transformers"].median / results["bertforge"].median
@@ -150,8 +151,8 @@ def run_one(preset: str, seq_len: int, precision: str, args, device, peaks, batc
 
 
 HEADER = ("| preset | seq | prec | batch | bertforge tok/s | transformers tok/s | ratio | bertforge real tok/s | "
-          "MFU bertforge | MFU transformers | AdamW step ms (bf/tf) | peak step mem MiB (bf/tf) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "MFU bertforge | MFU transformers | peak GFLOP/s | AdamW step ms (bf/tf) | peak step mem MiB (bf/tf) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(row: dict) -> str:
@@ -159,7 +160,7 @@ def format_row(row: dict) -> str:
     return (f"| {row['preset']} | {row['seq_len']} | {row['precision']} | {row['batch_size']} | "
             f"{ours['tokens_per_s']:,.0f} | {theirs['tokens_per_s']:,.0f} | **{row['ratio']:.2f}x** | "
             f"{ours['real_tokens_per_s']:,.0f} | {100 * ours['mfu']:.1f}% | {100 * theirs['mfu']:.1f}% | "
-            f"{ours['optimizer_ms']:.0f} / {theirs['optimizer_ms']:.0f} | "
+            f"{row['peak_flops'] / 1e9:,.0f} | {ours['optimizer_ms']:.0f} / {theirs['optimizer_ms']:.0f} | "
             f"{ours['peak_memory_mib']:,.0f} / {theirs['peak_memory_mib']:,.0f} |")
 
 
@@ -176,9 +177,7 @@ def main(argv=None) -> int:
     print(f"machine: {common.machine_description(device)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"command: python -m benchmarks.train_throughput {' '.join(sys.argv[1:] if argv is None else argv)}")
     precisions = args.precisions.split(",")
-    peaks = {p: common.matmul_peak(device, p) for p in precisions}
-    for precision, peak in peaks.items():
-        print(f"matmul peak {precision}: {peak / 1e9:,.0f} GFLOP/s")
+    peaks = {p: common.MatmulPeak(device, p) for p in precisions}
     print(f"load average at start: {common.load_average()}")
     print(HEADER)
     cache: dict = {}
@@ -189,6 +188,9 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
+    for precision, peak in peaks.items():
+        print(f"matmul peak {precision}: median {peak.flops / 1e9:,.0f} GFLOP/s over {len(peak.samples)} samples "
+              f"(min {min(peak.samples) / 1e9:,.0f}, max {max(peak.samples) / 1e9:,.0f})")
     print(f"load average at end: {common.load_average()}")
     return 0
 
