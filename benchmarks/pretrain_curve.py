@@ -3,8 +3,10 @@
 Both sides pretrain the same preset from the same initial weights on the same batches (the
 English corpora in the shared data, prepared once by bertforge, dynamic 80/10/10 masking),
 with the same optimizer (AdamW, foreach), learning-rate schedule, batch size and precision,
-one after the other in this process, each for the same wall time. Every `--eval-seconds` the
-same held-out batches are scored on both sides.
+for the same wall time. By default the two sides run at the same time, each in its own process
+on one core (`--threads 1`), so that both see the same machine for the same minutes;
+`--sequential` runs them one after the other with every core. Every `--eval-seconds` of
+training the same held-out batches are scored (evaluation time is not counted).
 
     python -m benchmarks.pretrain_curve --minutes 30 --preset mini --precision bf16
 
@@ -17,8 +19,11 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -47,8 +52,10 @@ class HFAdapter(torch.nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, next_sentence_label=None):
         out = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask,
                          labels=labels, next_sentence_label=next_sentence_label)
-        return type("Output", (), {"loss": out.loss, "mlm_logits": out.prediction_logits, "mlm_labels": labels,
-                                   "nsp_logits": out.seq_relationship_logits})()
+        # A plain namespace: an object that only the cycle collector frees would keep each
+        # step's dense (batch, length, vocab) logits alive, gigabytes at a time.
+        return SimpleNamespace(loss=out.loss, mlm_logits=out.prediction_logits, mlm_labels=labels,
+                               nsp_logits=out.seq_relationship_logits)
 
 
 def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dict]:
@@ -58,21 +65,21 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
     device = torch.device("cpu")
     curve = []
 
-    def evaluate(elapsed, step):
+    def evaluate(elapsed, step, tokens):
         model.eval()
         eval_batches.set_epoch(0)
         with torch.no_grad(), autocast(device, args.precision):
             metrics = evaluate_pretraining(model, eval_batches, device, args.eval_batches)
         model.train()
-        curve.append({"side": name, "seconds": elapsed, "step": step, **metrics})
-        print(f"{name:12s} {elapsed:7.0f}s step {step:5d}  mlm acc {metrics.get('mlm_accuracy', 0):.3f}  "
+        curve.append({"side": name, "seconds": elapsed, "step": step, "tokens": tokens, **metrics})
+        print(f"{name:12s} {elapsed:7.0f}s step {step:5d} tokens {tokens / 1e6:6.2f}M  mlm acc {metrics.get('mlm_accuracy', 0):.3f}  "
               f"nsp acc {metrics.get('nsp_accuracy', 0):.3f}", flush=True)
 
     budget = args.minutes * 60
-    evaluate(0.0, 0)
+    evaluate(0.0, 0, 0)
     batches.set_epoch(0)
     stream = iter(batches)
-    trained, step, next_eval = 0.0, 0, args.eval_seconds
+    trained, step, tokens, next_eval = 0.0, 0, 0, args.eval_seconds
     model.train()
     while trained < budget and step < total_steps:
         try:
@@ -90,10 +97,12 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
         optimizer.zero_grad(set_to_none=True)
         trained += time.perf_counter() - start  # evaluation time is not training time
         step += 1
+        tokens += int(batch["attention_mask"].sum())
         if trained >= next_eval:
-            evaluate(trained, step)
+            evaluate(trained, step, tokens)
             next_eval += args.eval_seconds
-    evaluate(trained, step)
+    if curve[-1]["step"] != step:
+        evaluate(trained, step, tokens)
     return curve
 
 
@@ -110,7 +119,13 @@ def main() -> None:
     parser.add_argument("--steps-for-schedule", type=int, default=6000,
                         help="the schedule's total steps (the same on both sides)")
     parser.add_argument("--data-dir", default="runs/bench-data")
+    parser.add_argument("--threads", type=int, default=1, help="threads per side when the sides run together")
+    parser.add_argument("--sequential", action="store_true", help="one side after the other, every core each")
+    parser.add_argument("--side", choices=["bertforge", "transformers"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side is not None:
+        torch.set_num_threads(args.threads)
 
     import transformers
 
@@ -136,19 +151,41 @@ def main() -> None:
     state = to_hf_state_dict(ours)
     theirs.load_state_dict({**state, "cls.predictions.decoder.weight": state["bert.embeddings.word_embeddings.weight"],
                             "cls.predictions.decoder.bias": state["cls.predictions.bias"]}, strict=False)
-    curve = []
-    for name, model in (("bertforge", ours), ("transformers", HFAdapter(theirs))):
+    models = {"bertforge": ours, "transformers": HFAdapter(theirs)}
+    if args.side is not None:  # one side, in a child process of the concurrent run
         batches, eval_batches = loaders()
-        curve += train_for(name, model, batches, eval_batches, args, args.steps_for_schedule)
+        curve = train_for(args.side, models[args.side], batches, eval_batches, args, args.steps_for_schedule)
+        Path(args.out).write_text(json.dumps(curve))
+        return
+    curve = []
+    if args.sequential:
+        for name, model in models.items():
+            batches, eval_batches = loaders()
+            curve += train_for(name, model, batches, eval_batches, args, args.steps_for_schedule)
+    else:
+        del ours, theirs, models
+        children, outputs = [], {}
+        for name in ("bertforge", "transformers"):
+            outputs[name] = Path(args.data_dir) / f"curve-{name}.json"
+            environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            children.append(subprocess.Popen([sys.executable, "-m", "benchmarks.pretrain_curve", *sys.argv[1:],
+                                              "--side", name, "--out", str(outputs[name])], env=environment))
+        if any(child.wait() != 0 for child in children):
+            raise SystemExit("a side failed; see its output above")
+        for name in ("bertforge", "transformers"):
+            curve += json.loads(outputs[name].read_text())
+    args.layout = "sequential, every core" if args.sequential else f"concurrent, {args.threads} thread(s) per side"
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     (RESULTS / "pretrain_curve.json").write_text(json.dumps({"args": vars(args), "machine": machine, "curve": curve}, indent=1))
     lines = [f"# Pretraining curve: {args.preset}, {args.precision}, batch {args.batch_size}, seq {args.max_seq_length}, "
-             f"{args.minutes:g} min per side", "", f"Machine: {machine}", "",
-             "| side | train seconds | steps | held-out MLM acc | held-out NSP acc |", "|---|---|---|---|---|"]
-    lines += [f"| {r['side']} | {r['seconds']:.0f} | {r['step']} | {r.get('mlm_accuracy', 0):.3f} | "
-              f"{r.get('nsp_accuracy', 0):.3f} |" for r in curve]
+             f"{args.minutes:g} min per side", "", f"Machine: {machine}; sides {args.layout}", "",
+             "| side | train seconds | steps | real tokens (M) | held-out MLM acc | held-out MLM loss | held-out NSP acc |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['side']} | {r['seconds']:.0f} | {r['step']} | {r['tokens'] / 1e6:.2f} | "
+              f"{r.get('mlm_accuracy', 0):.3f} | {r.get('mlm_loss', 0):.3f} | {r.get('nsp_accuracy', 0):.3f} |"
+              for r in curve]
     (RESULTS / "pretrain_curve.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
@@ -156,13 +193,18 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+        # The third panel puts both sides on the same token budget: there the fast paths
+        # (bertforge) and the plain math (transformers) should learn alike, step for step.
+        figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+        panels = (("seconds", 1 / 60, "training minutes", "mlm_accuracy"),
+                  ("seconds", 1 / 60, "training minutes", "nsp_accuracy"),
+                  ("tokens", 1e-6, "real tokens trained (millions)", "mlm_accuracy"))
         for side in ("bertforge", "transformers"):
             rows = [r for r in curve if r["side"] == side]
-            for axis, key in zip(axes, ("mlm_accuracy", "nsp_accuracy")):
-                axis.plot([r["seconds"] / 60 for r in rows], [r.get(key, 0) for r in rows], marker="o", label=side)
-                axis.set_xlabel("training minutes")
-                axis.set_ylabel(key.replace("_", " "))
+            for axis, (x_key, scale, x_label, y_key) in zip(axes, panels):
+                axis.plot([r[x_key] * scale for r in rows], [r.get(y_key, 0) for r in rows], marker="o", label=side)
+                axis.set_xlabel(x_label)
+                axis.set_ylabel("held-out " + y_key.replace("_", " "))
                 axis.legend()
         figure.suptitle(f"{args.preset} {args.precision} on the English corpora ({machine})")
         figure.tight_layout()
