@@ -189,13 +189,21 @@ def test_bad_inputs_give_one_line_errors(tmp_path, prepared):
 def test_every_shipped_recipe_parses():
     from bertforge.cli.command import resolve_options
     from bertforge.cli.main import available_commands, build_parser
-    from bertforge.config import build_dataclass
-    from bertforge.train.pretrain import PretrainConfig
+    from bertforge.cli.pretrain import resolve
 
     commands = available_commands()
     parser = build_parser(commands)
+
+    def config_of(*args):
+        namespace = parser.parse_args(["pretrain", *args])
+        return resolve(resolve_options(namespace._command, namespace))
+
     for recipe in sorted((REPO / "configs" / "pretrain").glob("*.yaml")):
-        namespace = parser.parse_args(["pretrain", "--config", str(recipe)])
-        options = resolve_options(namespace._command, namespace)
-        build_dataclass(PretrainConfig, {"run_dir": options.run_dir, "model": options.model,
-                                         "data": options.data, "train": options.train})
+        config = config_of("--config", str(recipe))
+        if config.data.inputs or config.data.prepared:
+            # A recipe on its own data never inherits the built-in run's time limit.
+            assert config.train.time_limit_minutes is None, recipe.name
+    builtin = config_of("train.max_steps=7")
+    assert builtin.train.max_steps == 7 and builtin.train.time_limit_minutes == 4.5
+    own = config_of("data.prepared=somewhere", "train.max_steps=7")
+    assert own.train.time_limit_minutes is None and own.model.changes == {}

@@ -231,3 +231,11 @@ def test_worker_processes_build_the_same_batches(prepared):
         assert ahead.state_dict()["position"] == len(found) + 2
     assert found == expected
     assert ahead.state_dict() == here.state_dict() == {"epoch": 2, "position": 0, "samples": 0, "seed": 2}
+
+
+def test_token_counts_add_up_to_the_split(prepared):
+    directories, _ = prepared
+    dataset = PretrainingDataset(directories["nsp"], "train")
+    counts = dataset.token_counts()
+    assert counts.shape == (dataset.vocab_size,) and int(counts.sum()) == dataset.num_tokens
+    assert counts[dataset.special_ids["cls"]] == len(dataset)

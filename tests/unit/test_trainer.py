@@ -11,7 +11,7 @@ from bertforge.model import BertForPreTraining
 from bertforge.train import TrainConfig, Trainer
 from bertforge.train.checkpoint import MARKER, checkpoint_dirs, latest_checkpoint
 from bertforge.train.optim import Lamb, parameter_groups
-from bertforge.train.pretraining import PretrainingObjective
+from bertforge.train.pretraining import PretrainingObjective, evaluate_pretraining, most_common_token
 from bertforge.train.schedule import schedule_factor
 
 
@@ -164,3 +164,19 @@ def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(tmp_path)
     assert result.stopped_early and result.step == 1
     assert len(evaluations) == 2  # before the first step and at the stop
     assert latest_checkpoint(tmp_path).name == "step-1"
+
+
+def test_evaluation_reports_the_context_free_baseline():
+    """mlm_baseline_accuracy is the share of masked labels equal to the chosen token."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=50)).eval()
+    input_ids = torch.randint(5, 50, (2, 8))
+    labels = torch.full((2, 8), IGNORE_INDEX)
+    labels[0, 1], labels[0, 2], labels[1, 3], labels[1, 4] = 7, 7, 9, 7
+    batch = {"input_ids": input_ids, "token_type_ids": torch.zeros_like(input_ids),
+             "attention_mask": torch.ones_like(input_ids), "labels": labels,
+             "next_sentence_label": torch.tensor([0, 1])}
+    with torch.no_grad():
+        metrics = evaluate_pretraining(model, [batch], torch.device("cpu"), baseline_token=7)
+    assert metrics["mlm_baseline_accuracy"] == pytest.approx(0.75)
+    assert most_common_token(torch.tensor([100, 0, 50, 40, 3, 9]), special_ids=[0, 2]) == 3

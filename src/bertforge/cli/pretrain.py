@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from bertforge.cli.command import Command, option
-from bertforge.data.masking import MaskingConfig
-from bertforge.train.config import TrainConfig
 
 
 @dataclass
@@ -21,37 +19,42 @@ class PretrainOptions:
 
 
 def run(options: PretrainOptions) -> int:
-    from bertforge.config import build_dataclass
-    from bertforge.train.pretrain import PretrainConfig, run_pretraining
+    from bertforge.train.pretrain import run_pretraining
 
+    run_pretraining(resolve(options))
+    return 0
+
+
+def resolve(options: PretrainOptions):
+    """The checked `PretrainConfig` these options describe."""
+    from bertforge.config import _deep_merge, build_dataclass
+    from bertforge.train.pretrain import PretrainConfig
+
+    # The built-in default is a whole recipe: corpus, model and training settings (a time limit
+    # among them). A run on the user's own data starts from the sections' plain defaults, so
+    # that no recipe inherits the built-in run's 4.5-minute limit or its learning rate.
+    builtin = not (options.data.get("inputs") or options.data.get("prepared"))
     defaults = PretrainConfig()
-    train = {**_plain(defaults.train), **options.train}
+    train = {**(asdict(defaults.train) if builtin else {}), **options.train}
+    model = _deep_merge(asdict(defaults.model), options.model) if builtin else options.model
     if options.resume is not None:
         train["resume"] = options.resume
     if options.quiet:
         train["progress"] = False
     data = {"masking": {}, **options.data}
-    settings = {"run_dir": options.run_dir, "model": options.model, "data": data, "train": train}
+    settings = {"run_dir": options.run_dir, "model": model, "data": data, "train": train}
     if options.fill_mask is not None:
         settings["fill_mask"] = options.fill_mask
-    config = build_dataclass(PretrainConfig, settings)
-    run_pretraining(config)
-    return 0
-
-
-def _plain(config: TrainConfig) -> dict:
-    from dataclasses import asdict
-
-    return asdict(config)
+    return build_dataclass(PretrainConfig, settings)
 
 
 COMMANDS = [Command(
     ("pretrain",), PretrainOptions, run,
     "pretrain BERT (MLM + NSP) from scratch or from a checkpoint; no arguments: the built-in default",
     examples=[
-        "bertforge pretrain                      # built-in: mini preset on Python's own docs, ~5 min on 2 cores",
-        "bertforge pretrain --config configs/pretrain/mini.yaml",
-        "bertforge pretrain --config configs/pretrain/mini.yaml train.max_steps=2000 train.precision=fp32",
+        "bertforge pretrain                      # built-in: tiny preset on Python's own docs, ~5 min on 2 cores",
+        "bertforge pretrain --config configs/pretrain/mini-cpu.yaml",
+        "bertforge pretrain --config configs/pretrain/mini-cpu.yaml train.max_steps=2000 train.precision=fp32",
         "bertforge pretrain --run-dir runs/demo --resume",
-        "torchrun --nproc_per_node 2 -m bertforge pretrain --config configs/pretrain/small.yaml",
+        "torchrun --nproc_per_node 2 -m bertforge pretrain --config configs/pretrain/small-gpu.yaml",
     ])]

@@ -88,6 +88,13 @@ class PretrainingDataset:
     def num_tokens(self) -> int:
         return int(self.manifest["splits"][self.split]["tokens"])
 
+    def token_counts(self) -> np.ndarray:
+        """(vocab_size,) how often each token id occurs in this split (special tokens included)."""
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for number in range(len(self._files)):
+            counts += np.bincount(self._shard(number)["tokens"], minlength=self.vocab_size)[:self.vocab_size]
+        return counts
+
     def _shard(self, number: int) -> Shard:
         shard = self._open.get(number)
         if shard is not None:

@@ -60,12 +60,19 @@ class DataSection:
 
 @dataclass
 class PretrainConfig:
+    """A pretraining run. The defaults are the built-in main job (`bertforge pretrain` with no
+    arguments); the CLI keeps the train and model defaults only for runs on the built-in corpus."""
+
     run_dir: str = "runs/pretrain"
-    model: ModelSection = field(default_factory=ModelSection)
+    # Measured on 2 idle cores (README): in 4.5 minutes the tiny preset takes about three times
+    # as many steps as mini and ends higher on held-out MLM accuracy (0.144 against 0.118), and
+    # a run this short learns faster without dropout (as in Cramming).
+    model: ModelSection = field(default_factory=lambda: ModelSection(
+        preset="tiny", changes={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=32, max_steps=250, learning_rate=1e-3, warmup_ratio=0.05, precision="bf16",
-        eval_every=0, eval_batches=16, save_every=100, time_limit_minutes=4.5))
+        batch_size=32, max_steps=1600, learning_rate=1e-3, warmup_ratio=0.06, precision="bf16",
+        eval_every=0, eval_batches=16, save_every=500, time_limit_minutes=4.5))
     fill_mask: list[str] = field(default_factory=lambda: list(FILL_MASK_SENTENCES))
     """Sentences with [MASK] to complete with the trained model at the end."""
 
@@ -142,7 +149,7 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     from bertforge import __version__
     from bertforge.data import PretrainingBatches, PretrainingDataset
     from bertforge.tokenizer import BertTokenizer
-    from bertforge.train.pretraining import PretrainingObjective, evaluate_pretraining
+    from bertforge.train.pretraining import PretrainingObjective, evaluate_pretraining, most_common_token
     from bertforge.train.trainer import Trainer
 
     context = distributed.setup(config.train.device)
@@ -176,9 +183,11 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     if len(eval_set) == 0:
         raise BertforgeError("the eval split is empty; raise data.prepare.eval_fraction", path=data_dir)
 
+    baseline_token = most_common_token(train_set.token_counts(), train_set.special_ids.values())
+
     def evaluate(model) -> dict[str, float]:
         eval_batches.set_epoch(0)
-        return evaluate_pretraining(model, eval_batches, context.device, config.train.eval_batches)
+        return evaluate_pretraining(model, eval_batches, context.device, config.train.eval_batches, baseline_token)
 
     _say(context, f"model: {type(model).__name__} {model.config.num_hidden_layers} layers, hidden "
                   f"{model.config.hidden_size}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; "
@@ -218,6 +227,9 @@ def _report(summary: dict[str, Any]) -> None:
 
     rows = [line("held-out MLM accuracy", "mlm_accuracy"), line("held-out MLM loss", "mlm_loss"),
             line("held-out perplexity", "perplexity"), line("held-out NSP accuracy", "nsp_accuracy")]
+    if "mlm_baseline_accuracy" in last:
+        # What "learned" means here: above the accuracy of a model that ignores the context.
+        rows.insert(1, f"  {'(always the top token)':24s} {last['mlm_baseline_accuracy']:.3f}")
     print(f"\nafter {summary['step']} steps ({summary['elapsed_seconds'] / 60:.1f} min of training):")
     print("\n".join(row for row in rows if row))
     print(f"model saved in Hugging Face layout: {summary['final']}")

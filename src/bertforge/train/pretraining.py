@@ -30,9 +30,14 @@ class PretrainingObjective:
 
 @torch.no_grad()
 def evaluate_pretraining(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
-                         max_batches: int | None = None) -> dict[str, float]:
-    """Masked-LM loss, accuracy and perplexity, and NSP accuracy, over held-out batches."""
-    mlm_loss_sum, mlm_correct, mlm_count = 0.0, 0, 0
+                         max_batches: int | None = None, baseline_token: int | None = None) -> dict[str, float]:
+    """Masked-LM loss, accuracy and perplexity, and NSP accuracy, over held-out batches.
+
+    With `baseline_token`, also `mlm_baseline_accuracy`: the accuracy of always guessing that
+    token (the training data's most common one), the level a model reaches before it uses
+    any context.
+    """
+    mlm_loss_sum, mlm_correct, mlm_count, baseline_correct = 0.0, 0, 0, 0
     nsp_correct, nsp_count = 0, 0
     for index, batch in enumerate(batches):
         if max_batches is not None and index >= max_batches:
@@ -47,6 +52,8 @@ def evaluate_pretraining(model: nn.Module, batches: Iterable[dict[str, torch.Ten
             mlm_loss_sum += float(nn.functional.cross_entropy(logits, labels[chosen], reduction="sum"))
             mlm_correct += int((logits.argmax(-1) == labels[chosen]).sum())
             mlm_count += count
+            if baseline_token is not None:
+                baseline_correct += int((labels[chosen] == baseline_token).sum())
         if output.nsp_logits is not None and "next_sentence_label" in batch:
             nsp_correct += int((output.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum())
             nsp_count += int(batch["next_sentence_label"].numel())
@@ -54,6 +61,15 @@ def evaluate_pretraining(model: nn.Module, batches: Iterable[dict[str, torch.Ten
     if mlm_count:
         loss = mlm_loss_sum / mlm_count
         metrics.update(mlm_loss=loss, mlm_accuracy=mlm_correct / mlm_count, perplexity=math.exp(min(loss, 50.0)))
+        if baseline_token is not None:
+            metrics["mlm_baseline_accuracy"] = baseline_correct / mlm_count
     if nsp_count:
         metrics["nsp_accuracy"] = nsp_correct / nsp_count
     return metrics
+
+
+def most_common_token(counts, special_ids: Iterable[int]) -> int:
+    """The most frequent token id in `counts` that is not a special token ([CLS], [SEP], ...)."""
+    counts = torch.as_tensor(counts).clone()
+    counts[list(special_ids)] = -1
+    return int(counts.argmax())
