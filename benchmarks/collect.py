@@ -17,15 +17,16 @@ ORDER = ["speed", "data_prep", "pretrain_curve", "finetune", "serve_compress"]
 HEADER = """# Benchmarks
 
 Every figure here was measured, never estimated, by the script named beside it, with bertforge
-and the transformers equivalent run side by side in the same process on the same data. Ratios
+and the transformers equivalent run side by side in the same run on the same data. Ratios
 are medians of alternated repetitions. The machine is the project's development machine unless
 a section says otherwise: an AMD EPYC with 2 cores (avx512_bf16, no AMX) and 24 GB, torch 2.13.0
 CPU build. No GPU was lent to this task, so there are no GPU figures yet; the harness takes
 `--device cuda`.
 
-Caveat: the figures from the first working session were taken while several engineers shared
-the two cores (load average 5 to 10), which slows both sides and adds noise; each section
-states its load. Regenerate a section by running its command, then `python -m benchmarks.collect`.
+Caveat: the figures from the first working session (data preparation, fine-tuning, serving and
+compression) were taken while several engineers shared the two cores (load average 5 to 10),
+which slows both sides and adds noise; each section states its load. The speed tables and the
+pretraining curve were measured on an idle machine. Regenerate a section by running its command, then `python -m benchmarks.collect`.
 """
 
 
