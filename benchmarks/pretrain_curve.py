@@ -106,6 +106,22 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
     return curve
 
 
+def build_models(preset: str) -> dict[str, torch.nn.Module]:
+    """bertforge's and transformers' BertForPreTraining with the same seeded initial weights."""
+    import transformers
+
+    from bertforge.convert import to_hf_state_dict
+
+    torch.manual_seed(0)
+    ours = BertForPreTraining(BertConfig.from_preset(preset, vocab_size=30522))
+    hf_config = transformers.BertConfig(**{k: v for k, v in ours.config.to_dict().items() if k != "bertforge"})
+    theirs = transformers.BertForPreTraining(hf_config)
+    state = to_hf_state_dict(ours)
+    theirs.load_state_dict({**state, "cls.predictions.decoder.weight": state["bert.embeddings.word_embeddings.weight"],
+                            "cls.predictions.decoder.bias": state["cls.predictions.bias"]}, strict=False)
+    return {"bertforge": ours, "transformers": HFAdapter(theirs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall time per side")
@@ -127,8 +143,6 @@ def main() -> None:
     if args.side is not None:
         torch.set_num_threads(args.threads)
 
-    import transformers
-
     from bertforge.data import MaskingConfig, PrepareConfig, PretrainingBatches, PretrainingDataset, prepare_corpus
 
     root = data_root() / "corpora"
@@ -142,35 +156,25 @@ def main() -> None:
         return (PretrainingBatches(train_set, batch_size=args.batch_size, masking=MaskingConfig(), seed=0),
                 PretrainingBatches(eval_set, batch_size=64, seed=0, shuffle=False, drop_last=False))
 
-    torch.manual_seed(0)
-    ours = BertForPreTraining(BertConfig.from_preset(args.preset, vocab_size=30522))
-    hf_config = transformers.BertConfig(**{k: v for k, v in ours.config.to_dict().items() if k != "bertforge"})
-    theirs = transformers.BertForPreTraining(hf_config)
-    from bertforge.convert import to_hf_state_dict
-
-    state = to_hf_state_dict(ours)
-    theirs.load_state_dict({**state, "cls.predictions.decoder.weight": state["bert.embeddings.word_embeddings.weight"],
-                            "cls.predictions.decoder.bias": state["cls.predictions.bias"]}, strict=False)
-    models = {"bertforge": ours, "transformers": HFAdapter(theirs)}
     if args.side is not None:  # one side, in a child process of the concurrent run
         batches, eval_batches = loaders()
-        curve = train_for(args.side, models[args.side], batches, eval_batches, args, args.steps_for_schedule)
+        curve = train_for(args.side, build_models(args.preset)[args.side], batches, eval_batches, args,
+                          args.steps_for_schedule)
         Path(args.out).write_text(json.dumps(curve))
         return
     curve = []
     if args.sequential:
-        for name, model in models.items():
+        for name, model in build_models(args.preset).items():
             batches, eval_batches = loaders()
             curve += train_for(name, model, batches, eval_batches, args, args.steps_for_schedule)
     else:
-        del ours, theirs, models
         children, outputs = [], {}
         for name in ("bertforge", "transformers"):
             outputs[name] = Path(args.data_dir) / f"curve-{name}.json"
             environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             children.append(subprocess.Popen([sys.executable, "-m", "benchmarks.pretrain_curve", *sys.argv[1:],
                                               "--side", name, "--out", str(outputs[name])], env=environment))
-        if any(child.wait() != 0 for child in children):
+        if any([child.wait() != 0 for child in children]):  # a list: wait for every child
             raise SystemExit("a side failed; see its output above")
         for name in ("bertforge", "transformers"):
             curve += json.loads(outputs[name].read_text())

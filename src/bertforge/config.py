@@ -353,7 +353,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     """Defaults, then the YAML file, then dotted overrides, into a checked `cls`."""
     data: dict[str, Any] = dict(defaults or {})
     if path is not None:
-        data = _deep_merge(data, load_yaml(path))
+        data = deep_merge(data, load_yaml(path))
     data = merge_overrides(data, overrides or [])
     try:
         return build_dataclass(cls, data)
@@ -363,11 +363,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         raise
 
 
-def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     result = dict(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = _deep_merge(result[key], value)
+            result[key] = deep_merge(result[key], value)
         else:
             result[key] = value
     return result

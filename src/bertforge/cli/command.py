@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
-from bertforge.config import build_dataclass, load_yaml, merge_overrides, _deep_merge
+from bertforge.config import build_dataclass, deep_merge, load_yaml, merge_overrides
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", positional: bool = False,
@@ -139,7 +139,7 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
             flags[name] = keep
         if flags.get(name) is None:
             flags.pop(name, None)
-    data = _deep_merge(data, flags)
+    data = deep_merge(data, flags)
     data = merge_overrides(data, overrides)
     return build_dataclass(command.options, data)
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from bertforge.cli.command import Command, option
+
+if TYPE_CHECKING:
+    from bertforge.train.pretrain import PretrainConfig
 
 
 @dataclass
@@ -25,9 +29,9 @@ def run(options: PretrainOptions) -> int:
     return 0
 
 
-def resolve(options: PretrainOptions):
+def resolve(options: PretrainOptions) -> PretrainConfig:
     """The checked `PretrainConfig` these options describe."""
-    from bertforge.config import _deep_merge, build_dataclass
+    from bertforge.config import build_dataclass, deep_merge
     from bertforge.train.pretrain import PretrainConfig
 
     # The built-in default is a whole recipe: corpus, model and training settings (a time limit
@@ -36,7 +40,7 @@ def resolve(options: PretrainOptions):
     builtin = not (options.data.get("inputs") or options.data.get("prepared"))
     defaults = PretrainConfig()
     train = {**(asdict(defaults.train) if builtin else {}), **options.train}
-    model = _deep_merge(asdict(defaults.model), options.model) if builtin else options.model
+    model = deep_merge(asdict(defaults.model), options.model) if builtin else options.model
     if options.resume is not None:
         train["resume"] = options.resume
     if options.quiet:
