@@ -8,9 +8,16 @@ on one core (`--threads 1`), so that both see the same machine for the same minu
 `--sequential` runs them one after the other with every core. Every `--eval-seconds` of
 training the same held-out batches are scored (evaluation time is not counted).
 
-    python -m benchmarks.pretrain_curve --minutes 30 --preset mini --precision bf16
+`--against plain` replaces transformers by bertforge with every fast path off (padded encoder,
+dense masked-LM logits, separate query/key/value projections, fp32, a for-loop AdamW), so the
+curve shows whether the fast paths (unpadding, sparse prediction, fused QKV, `--precision`
+autocast, the foreach AdamW and, with `--compile`, torch.compile) learn as well per token.
 
-Writes benchmarks/results/pretrain_curve.{json,md,png}.
+    python -m benchmarks.pretrain_curve --minutes 30 --preset mini --precision bf16
+    python -m benchmarks.pretrain_curve --minutes 10 --against plain --compile
+
+Writes benchmarks/results/pretrain_curve.{json,md,png} (with `--against plain`:
+fast_paths_curve.{json,md,png}, with a table of both sides at equal token budgets).
 """
 
 from __future__ import annotations
@@ -58,8 +65,15 @@ class HFAdapter(torch.nn.Module):
                                nsp_logits=out.seq_relationship_logits)
 
 
+def side_precision(name: str, args) -> str:
+    """The plain side runs fp32 (autocast is one of the fast paths); the others `--precision`."""
+    return "fp32" if name == "plain" else args.precision
+
+
 def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dict]:
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=args.learning_rate, eps=1e-6, foreach=True)
+    precision = side_precision(name, args)
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.01), lr=args.learning_rate, eps=1e-6,
+                                  foreach=name != "plain")
     warmup = int(0.02 * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(s, warmup, total_steps, "linear"))
     device = torch.device("cpu")
@@ -68,7 +82,7 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
     def evaluate(elapsed, step, tokens):
         model.eval()
         eval_batches.set_epoch(0)
-        with torch.no_grad(), autocast(device, args.precision):
+        with torch.no_grad(), autocast(device, precision):
             metrics = evaluate_pretraining(model, eval_batches, device, args.eval_batches)
         model.train()
         curve.append({"side": name, "seconds": elapsed, "step": step, "tokens": tokens, **metrics})
@@ -88,7 +102,7 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
             stream = iter(batches)
             batch = next(stream)
         start = time.perf_counter()
-        with autocast(device, args.precision):
+        with autocast(device, precision):
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -106,14 +120,27 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
     return curve
 
 
-def build_models(preset: str) -> dict[str, torch.nn.Module]:
-    """bertforge's and transformers' BertForPreTraining with the same seeded initial weights."""
-    import transformers
-
+def build_models(preset: str, against: str = "transformers", compile: bool = False) -> dict[str, torch.nn.Module]:
+    """bertforge's BertForPreTraining and the `against` side, with the same seeded initial weights."""
     from bertforge.convert import to_hf_state_dict
 
     torch.manual_seed(0)
     ours = BertForPreTraining(BertConfig.from_preset(preset, vocab_size=30522))
+    if compile:
+        from bertforge.model.compiled import compile_encoder
+
+        compile_encoder(ours)
+    if against == "plain":
+        from bertforge.convert import from_hf_state_dict
+        from bertforge.model.bert import set_fast_paths
+
+        plain = BertForPreTraining(BertConfig.from_preset(preset, vocab_size=30522, sparse_prediction=False,
+                                                          fused_qkv=False))
+        from_hf_state_dict(plain, to_hf_state_dict(ours))
+        set_fast_paths(plain, False)
+        return {"bertforge": ours, "plain": plain}
+    import transformers
+
     hf_config = transformers.BertConfig(**{k: v for k, v in ours.config.to_dict().items() if k != "bertforge"})
     theirs = transformers.BertForPreTraining(hf_config)
     state = to_hf_state_dict(ours)
@@ -137,7 +164,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default="runs/bench-data")
     parser.add_argument("--threads", type=int, default=1, help="threads per side when the sides run together")
     parser.add_argument("--sequential", action="store_true", help="one side after the other, every core each")
-    parser.add_argument("--side", choices=["bertforge", "transformers"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--against", choices=["transformers", "plain"], default="transformers",
+                        help="the other side: transformers, or bertforge with every fast path off")
+    parser.add_argument("--compile", action="store_true", help="bertforge side: torch.compile each encoder layer")
+    parser.add_argument("--side", choices=["bertforge", "transformers", "plain"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side is not None:
@@ -158,39 +188,65 @@ def main() -> None:
 
     if args.side is not None:  # one side, in a child process of the concurrent run
         batches, eval_batches = loaders()
-        curve = train_for(args.side, build_models(args.preset)[args.side], batches, eval_batches, args,
-                          args.steps_for_schedule)
+        model = build_models(args.preset, args.against, args.compile and args.side == "bertforge")[args.side]
+        curve = train_for(args.side, model, batches, eval_batches, args, args.steps_for_schedule)
         Path(args.out).write_text(json.dumps(curve))
         return
     curve = []
     if args.sequential:
-        for name, model in build_models(args.preset).items():
+        for name, model in build_models(args.preset, args.against, args.compile).items():
             batches, eval_batches = loaders()
             curve += train_for(name, model, batches, eval_batches, args, args.steps_for_schedule)
     else:
         children, outputs = [], {}
-        for name in ("bertforge", "transformers"):
+        for name in ("bertforge", args.against):
             outputs[name] = Path(args.data_dir) / f"curve-{name}.json"
             environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             children.append(subprocess.Popen([sys.executable, "-m", "benchmarks.pretrain_curve", *sys.argv[1:],
                                               "--side", name, "--out", str(outputs[name])], env=environment))
         if any([child.wait() != 0 for child in children]):  # a list: wait for every child
             raise SystemExit("a side failed; see its output above")
-        for name in ("bertforge", "transformers"):
+        for name in ("bertforge", args.against):
             curve += json.loads(outputs[name].read_text())
     args.layout = "sequential, every core" if args.sequential else f"concurrent, {args.threads} thread(s) per side"
 
+    write_results(args, curve, "pretrain_curve" if args.against == "transformers" else "fast_paths_curve")
+
+
+def accuracy_at(rows: list[dict], tokens: float) -> float | None:
+    """Held-out MLM accuracy of one side's curve at `tokens`, linearly interpolated (None past its end)."""
+    for before, after in zip(rows, rows[1:]):
+        if before["tokens"] <= tokens <= after["tokens"]:
+            share = (tokens - before["tokens"]) / max(1, after["tokens"] - before["tokens"])
+            return before["mlm_accuracy"] + share * (after["mlm_accuracy"] - before["mlm_accuracy"])
+    return None
+
+
+def write_results(args, curve: list[dict], stem: str) -> None:
+    sides = ("bertforge", args.against)
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    (RESULTS / "pretrain_curve.json").write_text(json.dumps({"args": vars(args), "machine": machine, "curve": curve}, indent=1))
-    lines = [f"# Pretraining curve: {args.preset}, {args.precision}, batch {args.batch_size}, seq {args.max_seq_length}, "
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(args), "machine": machine, "curve": curve}, indent=1))
+    precisions = ", ".join(f"{side} {side_precision(side, args)}" for side in sides)
+    lines = [f"# Pretraining curve: {args.preset}, {precisions}, batch {args.batch_size}, seq {args.max_seq_length}, "
              f"{args.minutes:g} min per side", "", f"Machine: {machine}; sides {args.layout}", "",
              "| side | train seconds | steps | real tokens (M) | held-out MLM acc | held-out MLM loss | held-out NSP acc |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['side']} | {r['seconds']:.0f} | {r['step']} | {r['tokens'] / 1e6:.2f} | "
               f"{r.get('mlm_accuracy', 0):.3f} | {r.get('mlm_loss', 0):.3f} | {r.get('nsp_accuracy', 0):.3f} |"
               for r in curve]
-    (RESULTS / "pretrain_curve.md").write_text("\n".join(lines) + "\n")
+    if args.against == "plain":
+        # Equal token budgets: each of the plain side's evaluations beside the fast side's
+        # curve at the same number of real tokens.
+        fast = [r for r in curve if r["side"] == "bertforge"]
+        lines += ["", "At equal token budgets (bertforge interpolated at the plain side's evaluation points):", "",
+                  "| real tokens (M) | plain MLM acc | all fast paths MLM acc | difference |", "|---|---|---|---|"]
+        for row in (r for r in curve if r["side"] == "plain" and r["tokens"] > 0):
+            ours = accuracy_at(fast, row["tokens"])
+            if ours is not None:
+                lines.append(f"| {row['tokens'] / 1e6:.2f} | {row['mlm_accuracy']:.3f} | {ours:.3f} | "
+                             f"{ours - row['mlm_accuracy']:+.3f} |")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -198,21 +254,21 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         # The third panel puts both sides on the same token budget: there the fast paths
-        # (bertforge) and the plain math (transformers) should learn alike, step for step.
+        # and the plain math should learn alike, step for step.
         figure, axes = plt.subplots(1, 3, figsize=(15, 4))
         panels = (("seconds", 1 / 60, "training minutes", "mlm_accuracy"),
                   ("seconds", 1 / 60, "training minutes", "nsp_accuracy"),
                   ("tokens", 1e-6, "real tokens trained (millions)", "mlm_accuracy"))
-        for side in ("bertforge", "transformers"):
+        for side in sides:
             rows = [r for r in curve if r["side"] == side]
             for axis, (x_key, scale, x_label, y_key) in zip(axes, panels):
                 axis.plot([r[x_key] * scale for r in rows], [r.get(y_key, 0) for r in rows], marker="o", label=side)
                 axis.set_xlabel(x_label)
                 axis.set_ylabel("held-out " + y_key.replace("_", " "))
                 axis.legend()
-        figure.suptitle(f"{args.preset} {args.precision} on the English corpora ({machine})")
+        figure.suptitle(f"{args.preset} ({precisions}) on the English corpora ({machine})")
         figure.tight_layout()
-        figure.savefig(RESULTS / "pretrain_curve.png", dpi=110)
+        figure.savefig(RESULTS / f"{stem}.png", dpi=110)
     except ImportError:
         print("matplotlib not installed: no plot")
 

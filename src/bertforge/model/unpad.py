@@ -221,7 +221,7 @@ class TokenLayout:
     def to_grids(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """(N, D) -> one (rows, max_len, D) attention grid per Grid, zeros in the empty slots."""
         if len(self.grids) > 1:
-            values = _ToGrids.apply(tokens, self.grids)
+            values = _to_grids(tokens, self.grids)
             return [value.view(grid.rows, grid.max_len, -1) for grid, value in zip(self.grids, values)]
         grid = self.grids[0]
         if grid.slots is None:
@@ -234,7 +234,7 @@ class TokenLayout:
         """One (rows, max_len, D) grid per Grid -> (N, D)."""
         flat = [value.reshape(-1, value.shape[-1]) for value in values]
         if len(self.grids) > 1:
-            return _FromGrids.apply(self.grids, self.num_tokens, *flat)
+            return _from_grids(self.grids, self.num_tokens, flat)
         slots = self.grids[0].slots
         return flat[0] if slots is None else gather_rows(flat[0], slots)
 
@@ -252,6 +252,19 @@ class TokenLayout:
         token_of = torch.full((self.batch_size * self.seq_len,), -1, dtype=torch.long, device=flat.device)
         token_of[self.indices] = torch.arange(self.indices.shape[0], device=flat.device)
         return token_of[flat]
+
+
+# Dynamo cannot trace an autograd.Function whose arguments are Grid objects when gradients are
+# on (torch.compile of a training step fails inside it), so the several-grid scatter and gather
+# run eagerly: a graph break on each side, around work that is only a copy anyway.
+@torch.compiler.disable
+def _to_grids(tokens: torch.Tensor, grids: list[Grid]) -> tuple[torch.Tensor, ...]:
+    return _ToGrids.apply(tokens, grids)
+
+
+@torch.compiler.disable
+def _from_grids(grids: list[Grid], num_tokens: int, flat: list[torch.Tensor]) -> torch.Tensor:
+    return _FromGrids.apply(grids, num_tokens, *flat)
 
 
 def varlen_attention_available(q: torch.Tensor, dropout_p: float) -> bool:
