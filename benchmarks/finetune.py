@@ -15,6 +15,11 @@ resident set size sampled every 0.2 s while each side trains.
     python -m benchmarks.finetune --task sst2            # the reference recipe (see RECIPES)
     python -m benchmarks.finetune --task conll2003 --side bertforge
     python -m benchmarks.finetune --task msra --model PRETRAINED_ZH_DIR   # else a random `mini` model
+    python -m benchmarks.finetune --task sst2 --seeds 0,1,2   # several training seeds, same data; means
+
+With `--seeds`, the data (the SST-2 subset, the ChnSentiCorp split) stay those of `--data-seed`
+and only the training seed changes (head initialization, shuffling, dropout), so the spread
+across seeds shows how much of a difference between the sides is seed noise.
 
 Tasks: sst2, conll2003, squad (dev-v1.1 split by article: first 38 train, last 10 eval),
 chnsenticorp (80/10/10 split, seed 0), msra (10,000 training sentences, the test file),
@@ -199,7 +204,8 @@ def train_config(recipe: Recipe, seed: int) -> Any:
 
 
 def run_bertforge(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None, vocab: Path | None,
-                  preset: str | None, work: Path, seed: int, max_steps: int | None) -> dict[str, Any]:
+                  preset: str | None, work: Path, seed: int, max_steps: int | None,
+                  group_by_length: bool = True) -> dict[str, Any]:
     from bertforge.tasks.finetune import finetune
     from bertforge.tasks.settings import TaskSettings
 
@@ -208,7 +214,8 @@ def run_bertforge(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None
         summary = finetune(task_name=recipe.task, model_dir=model_dir, train_path=paths["train"],
                            dev_path=paths["dev"], test_path=paths.get("test"), out_dir=out,
                            settings=TaskSettings(**recipe.settings), train_config=train_config(recipe, seed),
-                           epochs=recipe.epochs, max_steps=max_steps, preset=preset, vocab=vocab)
+                           epochs=recipe.epochs, max_steps=max_steps, preset=preset, vocab=vocab,
+                           group_by_length=group_by_length)
     train_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                      if json.loads(line).get("split") == "train"]
     return {"metrics": summary[recipe.eval_split], "train_seconds": train_records[-1]["elapsed_seconds"],
@@ -217,7 +224,8 @@ def run_bertforge(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None
 
 
 def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None, vocab: Path | None,
-                     preset: str | None, work: Path, seed: int, max_steps: int | None) -> dict[str, Any]:
+                     preset: str | None, work: Path, seed: int, max_steps: int | None,
+                     group_by_length: bool = False) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -253,7 +261,7 @@ def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | N
         model = classes[recipe.task](hf_config)
     model.train()
     batches = FeatureBatches(features, recipe.batch_size, tokenizer.pad_token_id, shuffle=True, seed=seed,
-                             group_by_length=False)
+                             group_by_length=group_by_length)
     total = max_steps or max(1, math.ceil(recipe.epochs * len(batches)))
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
@@ -303,6 +311,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", type=int, default=None, help="training examples (sentences, questions)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None,
+                        help="comma list of training seeds to run in turn (overrides --seed); data from --data-seed")
+    parser.add_argument("--data-seed", type=int, default=None, help="seed of the data subset/split (default: --seed)")
+    parser.add_argument("--no-group-by-length", action="store_true",
+                        help="bertforge: random batches like the transformers side (default: length-grouped)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy bertforge's fine-tuned model (its final/ directory) here, e.g. as the "
@@ -317,20 +330,43 @@ def main(argv: list[str] | None = None) -> None:
         vocab, preset = DATA / "vocab/bert-base-chinese-vocab.txt", args.preset
     results: dict[str, Any] = {"task": args.task, "recipe": recipe.__dict__, "machine": machine(),
                                "model": str(model_dir) if model_dir else f"random {preset}"}
+    seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [args.seed]
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    results["seeds"], results["data_seed"] = seeds, data_seed
+    results["bertforge_group_by_length"] = not args.no_group_by_length
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-{args.task}-") as temporary:
         work = Path(temporary)
-        paths = prepare_data(args.task, work, args.subset, args.seed)
+        paths = prepare_data(args.task, work, args.subset, data_seed)
         sides = ["transformers", "bertforge"] if args.side == "both" else [args.side]
+        for seed in seeds:
+            run: dict[str, Any] = {"seed": seed}
+            for side in sides:
+                runner = run_bertforge if side == "bertforge" else run_transformers
+                side_work = work / f"seed{seed}"
+                side_work.mkdir(exist_ok=True)
+                run[side] = runner(recipe, paths, model_dir, vocab, preset, side_work, seed, args.max_steps,
+                                   group_by_length=side == "bertforge" and not args.no_group_by_length)
+                print(json.dumps({"seed": seed, side: run[side]}, indent=2), flush=True)
+            if "bertforge" in run and "transformers" in run:
+                run["speedup"] = run["transformers"]["train_seconds"] / run["bertforge"]["train_seconds"]
+                run["metric_difference"] = (run["bertforge"]["metrics"][recipe.metric]
+                                            - run["transformers"]["metrics"][recipe.metric])
+            runs.append(run)
+        if args.keep is not None and "bertforge" in runs[0]:
+            shutil.copytree(work / f"seed{seeds[0]}" / "bertforge" / "final", args.keep, dirs_exist_ok=True)
+    results.update({key: value for key, value in runs[0].items() if key != "seed"})
+    if len(runs) > 1:
+        results["runs"] = runs
         for side in sides:
-            runner = run_bertforge if side == "bertforge" else run_transformers
-            results[side] = runner(recipe, paths, model_dir, vocab, preset, work, args.seed, args.max_steps)
-            print(json.dumps({side: results[side]}, indent=2), flush=True)
-        if args.keep is not None and "bertforge" in results:
-            shutil.copytree(work / "bertforge" / "final", args.keep, dirs_exist_ok=True)
-    if "bertforge" in results and "transformers" in results:
-        ours, theirs = results["bertforge"], results["transformers"]
-        results["speedup"] = theirs["train_seconds"] / ours["train_seconds"]
-        results["metric_difference"] = ours["metrics"][recipe.metric] - theirs["metrics"][recipe.metric]
+            values = [run[side]["metrics"][recipe.metric] for run in runs]
+            seconds = [run[side]["train_seconds"] for run in runs]
+            results[f"{side}_mean"] = {recipe.metric: float(np.mean(values)), "std": float(np.std(values, ddof=1)),
+                                       "train_seconds": float(np.mean(seconds))}
+        if len(sides) == 2:
+            results["speedup"] = results["transformers_mean"]["train_seconds"] / results["bertforge_mean"]["train_seconds"]
+            results["metric_difference"] = (results["bertforge_mean"][recipe.metric]
+                                            - results["transformers_mean"][recipe.metric])
     results["load_average_at_end"] = os.getloadavg()
     print(json.dumps({key: results[key] for key in ("speedup", "metric_difference") if key in results}, indent=2))
     if args.json is not None:

@@ -94,19 +94,32 @@ def plan_buckets(lengths: list[int]) -> list[list[int]] | None:
     return groups if len(groups) > 1 and split < BUCKET_GAIN * single else None
 
 
-class _ToGrids(torch.autograd.Function):
+def scatter_to_grids(tokens: torch.Tensor, grids: list[Grid]) -> tuple[torch.Tensor, ...]:
     """(N, D) tokens -> one (rows * max_len, D) grid per bucket, zeros in the empty slots."""
+    outputs = []
+    for grid in grids:
+        out = tokens.new_zeros(grid.rows * grid.max_len, tokens.shape[-1])
+        out.index_copy_(0, grid.slots, tokens.index_select(0, grid.tokens))
+        outputs.append(out)
+    return tuple(outputs)
+
+
+def gather_from_grids(grids: list[Grid], num_tokens: int, values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """One (rows * max_len, D) grid per bucket -> the (N, D) tokens."""
+    out = values[0].new_empty(num_tokens, values[0].shape[-1])
+    for grid, value in zip(grids, values):
+        out.index_copy_(0, grid.tokens, value.index_select(0, grid.slots))
+    return out
+
+
+class _ToGrids(torch.autograd.Function):
+    """scatter_to_grids, whose backward gathers with index_copy_ (slots never repeat)."""
 
     @staticmethod
     def forward(ctx, tokens: torch.Tensor, grids: list[Grid]):
         ctx.grids = grids
         ctx.num_tokens = tokens.shape[0]
-        outputs = []
-        for grid in grids:
-            out = tokens.new_zeros(grid.rows * grid.max_len, tokens.shape[-1])
-            out.index_copy_(0, grid.slots, tokens.index_select(0, grid.tokens))
-            outputs.append(out)
-        return tuple(outputs)
+        return scatter_to_grids(tokens, grids)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
@@ -119,15 +132,12 @@ class _ToGrids(torch.autograd.Function):
 
 
 class _FromGrids(torch.autograd.Function):
-    """One (rows * max_len, D) grid per bucket -> the (N, D) tokens."""
+    """gather_from_grids, whose backward scatters with index_copy_."""
 
     @staticmethod
     def forward(ctx, grids: list[Grid], num_tokens: int, *values: torch.Tensor) -> torch.Tensor:
         ctx.grids = grids
-        out = values[0].new_empty(num_tokens, values[0].shape[-1])
-        for grid, value in zip(grids, values):
-            out.index_copy_(0, grid.tokens, value.index_select(0, grid.slots))
-        return out
+        return gather_from_grids(grids, num_tokens, values)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -221,7 +231,10 @@ class TokenLayout:
     def to_grids(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """(N, D) -> one (rows, max_len, D) attention grid per Grid, zeros in the empty slots."""
         if len(self.grids) > 1:
-            values = _to_grids(tokens, self.grids)
+            if torch.is_grad_enabled():
+                values = _to_grids(tokens, self.grids)
+            else:
+                values = scatter_to_grids(tokens, self.grids)
             return [value.view(grid.rows, grid.max_len, -1) for grid, value in zip(self.grids, values)]
         grid = self.grids[0]
         if grid.slots is None:
@@ -234,7 +247,9 @@ class TokenLayout:
         """One (rows, max_len, D) grid per Grid -> (N, D)."""
         flat = [value.reshape(-1, value.shape[-1]) for value in values]
         if len(self.grids) > 1:
-            return _from_grids(self.grids, self.num_tokens, flat)
+            if torch.is_grad_enabled():
+                return _from_grids(self.grids, self.num_tokens, flat)
+            return gather_from_grids(self.grids, self.num_tokens, tuple(flat))
         slots = self.grids[0].slots
         return flat[0] if slots is None else gather_rows(flat[0], slots)
 
@@ -255,8 +270,9 @@ class TokenLayout:
 
 
 # Dynamo cannot trace an autograd.Function whose arguments are Grid objects when gradients are
-# on (torch.compile of a training step fails inside it), so the several-grid scatter and gather
-# run eagerly: a graph break on each side, around work that is only a copy anyway.
+# on (torch.compile of a training step fails inside it), so with gradients the several-grid
+# scatter and gather run eagerly: a graph break on each side, around work that is only a copy.
+# Without gradients (inference) the plain functions are traced into the compiled layer.
 @torch.compiler.disable
 def _to_grids(tokens: torch.Tensor, grids: list[Grid]) -> tuple[torch.Tensor, ...]:
     return _ToGrids.apply(tokens, grids)
