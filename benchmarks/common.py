@@ -366,7 +366,9 @@ def alternate(sides: dict[str, Callable[[int], dict[str, float] | None]], device
 
     A side is a function of the repetition index (so both get the same batch at rep i); it may
     return named sub-timings (e.g. the optimizer step) that are collected alongside. `between`
-    runs after each round of sides, untimed (the matmul peak sampler).
+    runs after each round of sides, untimed (the matmul peak sampler). Peak memory comes from
+    one more, untimed call per side: the sampling thread would otherwise take CPU from the
+    timed calls.
     """
     names = list(sides)
     for name in names:
@@ -378,31 +380,26 @@ def alternate(sides: dict[str, Callable[[int], dict[str, float] | None]], device
         order = names if rep % 2 == 0 else names[::-1]
         for name in order:
             synchronize(device)
-            with PeakMemory(device) if measure_memory else _Null() as memory:
-                start = time.perf_counter()
-                extra = sides[name](warmup + rep)
-                synchronize(device)
-                elapsed = time.perf_counter() - start
+            start = time.perf_counter()
+            extra = sides[name](warmup + rep)
+            synchronize(device)
+            elapsed = time.perf_counter() - start
             result = results[name]
             result.times.append(elapsed)
-            result.peak_memory = max(result.peak_memory, getattr(memory, "peak", 0))
             for key, value in (extra or {}).items():
                 result.extra.setdefault(key, []).append(value)
             if log:
                 log(f"  rep {rep} {name}: {elapsed:.3f}s")
         if between is not None:
             between()
+    if measure_memory:
+        for name in names:
+            synchronize(device)
+            with PeakMemory(device) as memory:
+                sides[name](warmup)
+                synchronize(device)
+            results[name].peak_memory = memory.peak
     return results
-
-
-class _Null:
-    peak = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def mib(num_bytes: float) -> str:
