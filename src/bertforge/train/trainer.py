@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from bertforge.errors import BertforgeError
+from bertforge.model.compiled import compile_encoder
 from bertforge.train import checkpoint as checkpoints
 from bertforge.train import distributed
 from bertforge.train.config import TrainConfig
@@ -100,11 +101,14 @@ class Trainer:
         self.micro_batch_size, self.accumulation = config.accumulation(self.context.world_size)
         self.step = 0
         self.log = MetricsLog(self.run_dir, enabled=self.context.is_main, tensorboard=config.tensorboard)
+        if config.compile:
+            # Regional compilation (bertforge.model.compiled): each encoder layer, before DDP or
+            # FSDP wraps it, as torchtitan does; the data-dependent unpadding stays eager.
+            compile_encoder(self.bare_model)
         self.model = distributed.wrap(self.bare_model, self.context, config.parallelism)
         self.optimizer = build_optimizer(self.model, config, self.context.device)
         self.scheduler = build_schedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
 
     # -- resume ---------------------------------------------------------------------------
 
@@ -217,7 +221,7 @@ class Trainer:
                 batch = dict(batch)
             last = index == len(micro_batches) - 1
             with distributed.no_sync(self.model, not last), autocast(context.device, config.precision):
-                losses = self.objective.losses(self.forward_model, batch)
+                losses = self.objective.losses(self.model, batch)
                 total = None
                 for position, name in enumerate(names):
                     if name not in losses or counts[index].get(name, 0) == 0:
