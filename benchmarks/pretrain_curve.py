@@ -14,7 +14,7 @@ curve shows whether the fast paths (unpadding, sparse prediction, fused QKV, `--
 autocast, the foreach AdamW and, with `--compile`, torch.compile) learn as well per token.
 
     python -m benchmarks.pretrain_curve --minutes 30 --preset mini --precision bf16
-    python -m benchmarks.pretrain_curve --minutes 10 --against plain --compile
+    python -m benchmarks.pretrain_curve --minutes 10 --against plain --against-minutes 15 --compile
 
 Writes benchmarks/results/pretrain_curve.{json,md,png} (with `--against plain`:
 fast_paths_curve.{json,md,png}, with a table of both sides at equal token budgets).
@@ -89,7 +89,8 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
         print(f"{name:12s} {elapsed:7.0f}s step {step:5d} tokens {tokens / 1e6:6.2f}M  mlm acc {metrics.get('mlm_accuracy', 0):.3f}  "
               f"nsp acc {metrics.get('nsp_accuracy', 0):.3f}", flush=True)
 
-    budget = args.minutes * 60
+    minutes = args.against_minutes if name != "bertforge" and args.against_minutes else args.minutes
+    budget = minutes * 60
     evaluate(0.0, 0, 0)
     batches.set_epoch(0)
     stream = iter(batches)
@@ -167,6 +168,9 @@ def main() -> None:
     parser.add_argument("--against", choices=["transformers", "plain"], default="transformers",
                         help="the other side: transformers, or bertforge with every fast path off")
     parser.add_argument("--compile", action="store_true", help="bertforge side: torch.compile each encoder layer")
+    parser.add_argument("--against-minutes", type=float, default=None,
+                        help="training wall time of the other side (default: --minutes); longer lets a slower "
+                             "side reach more of the faster one's token budget")
     parser.add_argument("--side", choices=["bertforge", "transformers", "plain"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -228,8 +232,10 @@ def write_results(args, curve: list[dict], stem: str) -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(args), "machine": machine, "curve": curve}, indent=1))
     precisions = ", ".join(f"{side} {side_precision(side, args)}" for side in sides)
+    duration = f"{args.minutes:g} min" + (f" (the other side {args.against_minutes:g} min)" if args.against_minutes
+                                          else " per side")
     lines = [f"# Pretraining curve: {args.preset}, {precisions}, batch {args.batch_size}, seq {args.max_seq_length}, "
-             f"{args.minutes:g} min per side", "", f"Machine: {machine}; sides {args.layout}", "",
+             f"{duration}", "", f"Machine: {machine}; sides {args.layout}", "",
              "| side | train seconds | steps | real tokens (M) | held-out MLM acc | held-out MLM loss | held-out NSP acc |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['side']} | {r['seconds']:.0f} | {r['step']} | {r['tokens'] / 1e6:.2f} | "
