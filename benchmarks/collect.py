@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["speed", "data_prep", "pretrain_curve", "finetune", "serve_compress"]
+ORDER = ["speed", "fast_paths_curve", "data_prep", "pretrain_curve", "finetune", "serve_compress"]
 
 HEADER = """# Benchmarks
 
