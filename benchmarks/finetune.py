@@ -29,6 +29,7 @@ cmrc2018 (train on trial, evaluate on dev).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="mini", help="size of the random model when there is no --model")
     parser.add_argument("--subset", type=int, default=None, help="training examples (sentences, questions)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
+    parser.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (both sides)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None,
                         help="comma list of training seeds to run in turn (overrides --seed); data from --data-seed")
@@ -323,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     recipe = RECIPES[args.task]
+    if args.epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=args.epochs)
     model_dir, vocab, preset = args.model, None, None
     if model_dir is None and not recipe.chinese:
         model_dir = minilm_dir()
