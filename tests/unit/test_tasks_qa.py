@@ -132,3 +132,17 @@ def test_long_context_windows_train_positions_and_predictions(tmp_path):
     record = records[0]
     assert context[record["start"]:record["end"]] == record["answer"]
     assert len(record["answer"].split()) <= 4 and 0 < record["score"] <= 1
+
+
+def test_span_loss_does_not_depend_on_padding():
+    import torch
+
+    model = BertForQuestionAnswering(tiny_config(64)).eval()
+    ids = torch.randint(5, 64, (1, 9))
+    padded = torch.cat([ids, torch.zeros(1, 7, dtype=torch.long)], dim=1)
+    mask = (padded != 0).long()
+    positions = {"start_positions": torch.tensor([2]), "end_positions": torch.tensor([4])}
+    with torch.no_grad():
+        alone = model(ids, attention_mask=torch.ones_like(ids), **positions).loss
+        with_padding = model(padded, attention_mask=mask, **positions).loss
+    torch.testing.assert_close(alone, with_padding, atol=1e-5, rtol=1e-5)

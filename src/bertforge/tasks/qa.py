@@ -16,7 +16,10 @@ trained to point at [CLS], as in the BERT paper.
 
 Head: one linear layer H -> 2 over every token (start and end logits), no dropout, as
 transformers' BertForQuestionAnswering. Loss: the mean of the start and end cross-entropies,
-with positions outside the sequence ignored.
+with positions outside the sequence ignored. Departure: padding positions are left out of the
+softmax. transformers and google-research/bert include them (with logits computed from the
+padded hidden states), so their loss depends on how much a row happens to be padded, which
+with dynamic padding changes from batch to batch; an answer can never start at a pad.
 
 Postprocessing: per window the n_best start and end logits in the context; spans with
 end >= start and at most max_answer_length tokens, scored start + end; the best over all
@@ -97,8 +100,13 @@ class BertForQuestionAnswering(BertPreTrainedModel):
             # Positions past the sequence are ignored, as transformers does (index = length).
             start = start_positions.view(-1).clamp(0, length)
             end = end_positions.view(-1).clamp(0, length)
-            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=length)
-                    + F.cross_entropy(end_logits.float(), end, ignore_index=length)) / 2
+            start_scores, end_scores = start_logits.float(), end_logits.float()  # (B, T) each
+            if attention_mask is not None:
+                padding = attention_mask == 0  # (B, T)
+                start_scores = start_scores.masked_fill(padding, torch.finfo(torch.float32).min)
+                end_scores = end_scores.masked_fill(padding, torch.finfo(torch.float32).min)
+            loss = (F.cross_entropy(start_scores, start, ignore_index=length)
+                    + F.cross_entropy(end_scores, end, ignore_index=length)) / 2
         return SpanOutput(loss, start_logits, end_logits, encoded.hidden_states, encoded.attentions)
 
 
