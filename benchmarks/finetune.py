@@ -9,8 +9,9 @@ are part of what bertforge is: it groups batches by length (transformers' loop p
 random batch to its own longest row, as the transformers Trainer does by default).
 
 Wall time is training only (the optimizer loop; evaluation, loading and saving excluded), read
-from bertforge's metrics.jsonl and timed around the transformers loop. Peak memory is the
-resident set size sampled every 0.2 s while each side trains.
+from bertforge's metrics.jsonl and timed around the transformers loop. Each side runs in its own
+(spawned) process; peak memory is that process's resident set size, sampled every 0.2 s while
+it trains.
 
     python -m benchmarks.finetune --task sst2            # the reference recipe (see RECIPES)
     python -m benchmarks.finetune --task conll2003 --side bertforge
@@ -62,6 +63,8 @@ class Recipe:
     weight_decay: float = 0.01
     settings: dict[str, Any] = field(default_factory=dict)
     chinese: bool = False
+    precision: str = "fp32"
+    """Training precision on both sides: fp32, or bf16 autocast. Evaluation is fp32 on both."""
 
 
 RECIPES = {
@@ -201,7 +204,7 @@ def train_config(recipe: Recipe, seed: int) -> Any:
 
     return TrainConfig(batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
                        weight_decay=recipe.weight_decay, epsilon=1e-8, warmup_ratio=recipe.warmup_ratio,
-                       schedule="linear", max_grad_norm=1.0, precision="fp32", seed=seed, eval_every=0,
+                       schedule="linear", max_grad_norm=1.0, precision=recipe.precision, seed=seed, eval_every=0,
                        save_every=0, keep_last=1, log_every=10, progress=False, tensorboard=False)
 
 
@@ -285,7 +288,8 @@ def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | N
         start = time.perf_counter()
         while step < total:
             for batch in batches:
-                loss = model(**batch).loss
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
+                    loss = model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -302,6 +306,16 @@ def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | N
     return {"metrics": result.metrics, "train_seconds": seconds, "steps": step,
             "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
             "peak_rss_mib": memory.peak}
+
+
+def in_child(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one side in a fresh process, so that its peak memory (and its allocator's state) is
+    its own and not what the other side left behind."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
 
 
 def machine() -> str:
@@ -325,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
     parser.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (both sides)")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate (both sides)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="training precision on both sides (default: the recipe's, fp32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", default=None,
                         help="comma list of training seeds to run in turn (overrides --seed); data from --data-seed")
@@ -340,6 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RECIPES[args.task]
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
+    if args.precision is not None:
+        recipe = dataclasses.replace(recipe, precision=args.precision)
     if args.learning_rate is not None:
         recipe = dataclasses.replace(recipe, learning_rate=args.learning_rate)
     model_dir, vocab, preset = args.model, None, None
@@ -364,11 +382,11 @@ def main(argv: list[str] | None = None) -> None:
                 side_work = work / f"seed{seed}"
                 side_work.mkdir(exist_ok=True)
                 if side == "bertforge":
-                    run[side] = run_bertforge(recipe, paths, model_dir, vocab, preset, side_work, seed,
-                                              args.max_steps, group_by_length=not args.no_group_by_length)
+                    run[side] = in_child(run_bertforge, recipe, paths, model_dir, vocab, preset, side_work, seed,
+                                         args.max_steps, group_by_length=not args.no_group_by_length)
                 else:
-                    run[side] = run_transformers(recipe, paths, model_dir, vocab, preset, side_work, seed,
-                                                 args.max_steps, bertforge_model=side == "plain-loop")
+                    run[side] = in_child(run_transformers, recipe, paths, model_dir, vocab, preset, side_work, seed,
+                                         args.max_steps, bertforge_model=side == "plain-loop")
                 print(json.dumps({"seed": seed, side: run[side]}, indent=2), flush=True)
             if "bertforge" in run and "transformers" in run:
                 run["speedup"] = run["transformers"]["train_seconds"] / run["bertforge"]["train_seconds"]
