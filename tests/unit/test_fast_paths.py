@@ -456,3 +456,34 @@ def test_inductor_compiled_layers_match_eager():
     """Inductor's generated kernels (about 100 s of compiling on 2 shared cores)."""
     pytest.importorskip("torch._inductor")
     check_compiled_against_eager("inductor")
+
+
+@pytest.mark.parametrize("holes", [False, True])
+def test_classifier_computes_the_last_layer_at_cls_only_with_the_same_logits_and_gradients(holes, monkeypatch):
+    from bertforge.model.layers import FeedForward
+    from bertforge.tasks.classify import BertForSequenceClassification
+
+    config = tiny(id2label={0: "a", 1: "b", 2: "c"})
+    fast, full = twins(BertForSequenceClassification, config)
+    set_plain(full)
+    inputs, _, _ = make_batch(config, seed=4, holes=holes)
+    labels = torch.tensor([0, 2, 1, 2])
+    rows = []
+    original = FeedForward.forward
+    monkeypatch.setattr(FeedForward, "forward", lambda self, x: rows.append(x.shape[0]) or original(self, x))
+    a = fast(**inputs, labels=labels)
+    real_tokens = int(inputs["attention_mask"].sum())
+    assert rows == [real_tokens] * (config.num_hidden_layers - 1) + [4]  # the last layer: the 4 [CLS] rows
+    b = full(**inputs, labels=labels)
+    torch.testing.assert_close(a.logits, b.logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(a.loss, b.loss, atol=ATOL, rtol=0)
+    a.loss.backward()
+    b.loss.backward()
+    assert_same_grads(grads(fast), grads(full))
+    # Asking for the hidden states, or a left-padded row, takes the full path with the same logits.
+    with torch.no_grad():
+        every_layer = fast(**inputs, output_hidden_states=True)
+        assert len(every_layer.hidden_states) == config.num_hidden_layers + 1
+        torch.testing.assert_close(every_layer.logits, b.logits.detach(), atol=ATOL, rtol=0)
+        left = {key: value.flip(1) for key, value in inputs.items()}
+        torch.testing.assert_close(fast(**left).logits, full(**left).logits, atol=ATOL, rtol=0)

@@ -165,11 +165,17 @@ class BertModel(BertPreTrainedModel):
         return tokens
 
 
-class _SparseLastLayer:
-    """The `sparse_last_layer` switch shared by the two masked-LM models."""
+class SparseLastLayer:
+    """The `sparse_last_layer` switch shared by the masked-LM models and the sequence classifier."""
 
     sparse_last_layer: bool = True
-    """With sparse prediction, compute the last layer only where the losses read it."""
+    """Compute the last layer only where the heads read it (masked positions with sparse
+    prediction; [CLS] for the sequence classifier)."""
+
+
+class _MaskedLM(SparseLastLayer):
+    """What the two masked-LM models share."""
+
     config: BertConfig
     bert: BertModel
 
@@ -210,7 +216,7 @@ def sparse_tail(bert: BertModel, input_ids: torch.Tensor, token_type_ids: torch.
             gather_rows(selected, is_cls[wanted].nonzero().squeeze(1)))  # (B, H)
 
 
-class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
+class BertForPreTraining(_MaskedLM, BertPreTrainedModel):
     """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
 
     architecture = "BertForPreTraining"
@@ -253,7 +259,7 @@ class BertForPreTraining(_SparseLastLayer, BertPreTrainedModel):
                                  encoded.hidden_states, encoded.attentions)
 
 
-class BertForMaskedLM(_SparseLastLayer, BertPreTrainedModel):
+class BertForMaskedLM(_MaskedLM, BertPreTrainedModel):
     """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask."""
 
     architecture = "BertForMaskedLM"
@@ -296,7 +302,7 @@ def set_fast_paths(model: nn.Module, enabled: bool = True) -> nn.Module:
     for module in model.modules():
         if isinstance(module, BertModel):
             module.unpad_inputs = enabled
-        if isinstance(module, _SparseLastLayer):
+        if isinstance(module, SparseLastLayer):
             module.sparse_last_layer = enabled
     return model
 
