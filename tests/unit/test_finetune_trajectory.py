@@ -22,6 +22,7 @@ from bertforge.tasks.ner import BertForTokenClassification
 from bertforge.tasks.qa import BertForQuestionAnswering
 from bertforge.train import TrainConfig, Trainer
 from bertforge.train.schedule import schedule_factor
+from test_trainer import ListBatches
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,46 +30,28 @@ VOCAB, BATCH, SEQ, STEPS = 64, 4, 12, 8
 LABELS = {0: "A", 1: "B", 2: "C"}
 
 
-class Batches:
-    """Two seeded padded batches (rows of different lengths), cycled so that the loss can fall,
-    with the trainer's position protocol."""
-
-    def __init__(self, task: str, seed: int = 0):
-        generator = torch.Generator().manual_seed(seed)
-        distinct = []
-        for _ in range(2):
-            lengths = torch.randint(4, SEQ + 1, (BATCH,), generator=generator)
-            lengths[0] = SEQ  # the longest row sets the padded width, as dynamic padding does
-            mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).long()
-            ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=generator) * mask
-            batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
-            if task == "classify":
-                batch["labels"] = torch.randint(0, len(LABELS), (BATCH,), generator=generator)
-            elif task == "ner":
-                labels = torch.randint(0, len(LABELS), (BATCH, SEQ), generator=generator)
-                labels[(mask == 0) | (torch.rand(BATCH, SEQ, generator=generator) < 0.3)] = IGNORE_INDEX
-                batch["labels"] = labels
-            else:
-                start = (torch.rand(BATCH, generator=generator) * (lengths - 1)).long()
-                batch["start_positions"] = start
-                batch["end_positions"] = torch.minimum(start + 2, lengths - 1)
-            distinct.append(batch)
-        self.items = distinct * (STEPS // 2)
-        self.epoch, self.position = 0, 0
-
-    def __iter__(self):
-        while self.position < len(self.items):
-            self.position += 1
-            yield self.items[self.position - 1]
-
-    def set_epoch(self, epoch):
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self):
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state):
-        self.epoch, self.position = state["epoch"], state["position"]
+def task_batches(task: str, seed: int = 0) -> ListBatches:
+    """Two seeded padded batches (rows of different lengths), cycled so that the loss can fall."""
+    generator = torch.Generator().manual_seed(seed)
+    distinct = []
+    for _ in range(2):
+        lengths = torch.randint(4, SEQ + 1, (BATCH,), generator=generator)
+        lengths[0] = SEQ  # the longest row sets the padded width, as dynamic padding does
+        mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).long()
+        ids = torch.randint(5, VOCAB, (BATCH, SEQ), generator=generator) * mask
+        batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
+        if task == "classify":
+            batch["labels"] = torch.randint(0, len(LABELS), (BATCH,), generator=generator)
+        elif task == "ner":
+            labels = torch.randint(0, len(LABELS), (BATCH, SEQ), generator=generator)
+            labels[(mask == 0) | (torch.rand(BATCH, SEQ, generator=generator) < 0.3)] = IGNORE_INDEX
+            batch["labels"] = labels
+        else:
+            start = (torch.rand(BATCH, generator=generator) * (lengths - 1)).long()
+            batch["start_positions"] = start
+            batch["end_positions"] = torch.minimum(start + 2, lengths - 1)
+        distinct.append(batch)
+    return ListBatches(distinct * (STEPS // 2))
 
 
 def masked_span_loss(model, batch):
@@ -107,7 +90,7 @@ def test_trainer_tracks_transformers_plain_loop_without_dropout(tmp_path, task):
     train_config = TrainConfig(batch_size=BATCH, max_steps=STEPS, learning_rate=1e-3, warmup_steps=2,
                                weight_decay=0.01, epsilon=1e-8, max_grad_norm=0.5, schedule="linear",
                                progress=False, tensorboard=False, log_every=1, eval_every=0, save_every=0)
-    Trainer(ours, train_config, tmp_path / "run", Batches(task), TaskObjective(task)).fit()
+    Trainer(ours, train_config, tmp_path / "run", task_batches(task), TaskObjective(task)).fit()
     our_losses = [record["loss"] for record in map(json.loads, (tmp_path / "run/metrics.jsonl").read_text().splitlines())
                   if record.get("split") == "train"]
 
@@ -119,7 +102,7 @@ def test_trainer_tracks_transformers_plain_loop_without_dropout(tmp_path, task):
                                   lr=1e-3, eps=1e-8)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, 2, STEPS, "linear"))
     their_losses = []
-    for batch in Batches(task):
+    for batch in task_batches(task):
         loss = theirs(**batch).loss if task != "qa" else masked_span_loss(theirs, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
@@ -130,7 +113,7 @@ def test_trainer_tracks_transformers_plain_loop_without_dropout(tmp_path, task):
 
     assert their_losses[-2] < their_losses[0] - 0.1  # it trained, so the comparison means something
     torch.testing.assert_close(torch.tensor(our_losses), torch.tensor(their_losses), atol=2e-5, rtol=2e-5)
-    probe = Batches(task, seed=1).items[0]
+    probe = task_batches(task, seed=1).items[0]
     probe = {key: probe[key] for key in ("input_ids", "token_type_ids", "attention_mask")}
     ours.eval(), theirs.eval()
     with torch.no_grad():

@@ -15,22 +15,11 @@ from bertforge.train.pretraining import PretrainingObjective, evaluate_pretraini
 from bertforge.train.schedule import schedule_factor
 
 
-class SyntheticBatches:
-    """A fixed, seeded set of masked-LM + NSP micro-batches with an explicit position."""
+class ListBatches:
+    """Micro-batches from a list, with the position protocol the Trainer resumes from."""
 
-    def __init__(self, count: int = 12, batch_size: int = 4, seq_len: int = 16, vocab: int = 64, seed: int = 0):
-        generator = torch.Generator().manual_seed(seed)
-        self.items = []
-        for _ in range(count):
-            ids = torch.randint(5, vocab, (batch_size, seq_len), generator=generator)
-            mask = torch.ones_like(ids)
-            mask[0, seq_len - 3:] = 0
-            ids[mask == 0] = 0
-            labels = torch.full_like(ids, IGNORE_INDEX)
-            chosen = (torch.rand(ids.shape, generator=generator) < 0.25) & (mask == 1)
-            labels[chosen] = ids[chosen]
-            self.items.append(dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=mask,
-                                   labels=labels, next_sentence_label=torch.randint(0, 2, (batch_size,), generator=generator)))
+    def __init__(self, items: list[dict[str, torch.Tensor]]):
+        self.items = items
         self.epoch, self.position = 0, 0
 
     def __iter__(self):
@@ -46,6 +35,25 @@ class SyntheticBatches:
 
     def load_state_dict(self, state):
         self.epoch, self.position = state["epoch"], state["position"]
+
+
+class SyntheticBatches(ListBatches):
+    """A fixed, seeded set of masked-LM + NSP micro-batches."""
+
+    def __init__(self, count: int = 12, batch_size: int = 4, seq_len: int = 16, vocab: int = 64, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        items = []
+        for _ in range(count):
+            ids = torch.randint(5, vocab, (batch_size, seq_len), generator=generator)
+            mask = torch.ones_like(ids)
+            mask[0, seq_len - 3:] = 0
+            ids[mask == 0] = 0
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            chosen = (torch.rand(ids.shape, generator=generator) < 0.25) & (mask == 1)
+            labels[chosen] = ids[chosen]
+            items.append(dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=mask,
+                              labels=labels, next_sentence_label=torch.randint(0, 2, (batch_size,), generator=generator)))
+        super().__init__(items)
 
 
 def tiny_model(seed: int = 0) -> BertForPreTraining:
