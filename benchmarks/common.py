@@ -7,7 +7,8 @@ Conventions used by every benchmark here:
   load from other processes hits both sides alike, and the medians are reported;
 - model FLOPs count what BERT needs for the batch: the encoder on the real (non-padding)
   tokens, attention within each sequence, the masked-LM head on the masked positions only (as
-  google-research/bert computes it), pooler and NSP/classifier; training is 3x the forward.
+  google-research/bert computes it), pooler and NSP/classifier, and for a classifier the last
+  layer at [CLS] only (plus its keys and values everywhere); training is 3x the forward.
   A side that computes on padding or predicts every position does more work than this, so
   MFU = model FLOPs / time / peak compares the sides exactly as their throughputs do;
 - the peak is the median FLOP/s of a large square matmul (4096^2 on CPU, 8192^2 on CUDA) in
@@ -130,8 +131,15 @@ def forward_flops(config: BertConfig, lengths: list[int], num_masked: int = 0, h
     hidden, inter, layers, vocab = (config.hidden_size, config.intermediate_size, config.num_hidden_layers,
                                     config.vocab_size)
     tokens = sum(lengths)
-    flops = 2.0 * tokens * layers * (4 * hidden * hidden + 2 * hidden * inter)  # projections + FFN
-    flops += 2.0 * 2 * layers * hidden * sum(n * n for n in lengths)  # QK^T and PV in each sequence
+    # A classifier reads only [CLS] of the last layer, so that layer needs its keys and values at
+    # every token but its query, output projection, FFN and attention row at [CLS] alone.
+    full_layers = layers - 1 if heads == "classifier" else layers
+    flops = 2.0 * tokens * full_layers * (4 * hidden * hidden + 2 * hidden * inter)  # projections + FFN
+    flops += 2.0 * 2 * full_layers * hidden * sum(n * n for n in lengths)  # QK^T and PV in each sequence
+    if heads == "classifier":
+        flops += 2.0 * tokens * 2 * hidden * hidden  # last layer: K and V at every token
+        flops += 2.0 * len(lengths) * (2 * hidden * hidden + 2 * hidden * inter)  # Q, output, FFN at [CLS]
+        flops += 2.0 * 2 * hidden * tokens  # QK^T and PV for the [CLS] query
     if heads in ("pretraining", "mlm"):
         flops += 2.0 * num_masked * (hidden * hidden + hidden * vocab)
     if heads in ("pretraining", "classifier"):

@@ -245,6 +245,35 @@ def test_sparse_last_layer_matches_full_last_layer(cls, holes):
     assert_same_grads(grads(fast), grads(full))
 
 
+@pytest.mark.parametrize("fused_qkv", [True, False])
+def test_sparse_last_layer_with_several_grids_and_uneven_queries(fused_qkv):
+    """Rows grouped into several attention grids, some with many masked tokens, some with one,
+    one grid's rows with none at all: only the kept rows attend in the last layer, with the
+    outputs and gradients of the full last layer."""
+    config = tiny(fused_qkv=fused_qkv)
+    fast, full = twins(BertForMaskedLM, config)
+    full.sparse_last_layer = False
+    generator = torch.Generator().manual_seed(5)
+    lengths = torch.cat([torch.full((16,), 60), torch.full((16,), 30), torch.full((16,), 8)])
+    input_ids = torch.randint(5, config.vocab_size, (48, 64), generator=generator)
+    attention_mask = (torch.arange(64)[None] < lengths[:, None]).long()
+    chosen = (torch.rand(48, 64, generator=generator) < 0.3) & attention_mask.bool()
+    chosen[32:] = False  # the shortest grid keeps no token
+    chosen[20, :] = False
+    chosen[20, 5] = True  # one row of the middle grid keeps a single token
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    layout = fast.bert.layout(input_ids, attention_mask)
+    assert len(layout.grids) == 3
+    queries = layout.queries(layout.select(chosen))
+    assert [grid.max_len for grid in queries.grids][2] == 1 and queries.grids[2].tokens.numel() == 0
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    a, b = fast(**inputs), full(**inputs)
+    torch.testing.assert_close(a.mlm_logits, b.mlm_logits, atol=ATOL, rtol=0)
+    a.loss.backward()
+    b.loss.backward()
+    assert_same_grads(grads(fast), grads(full))
+
+
 def test_all_fast_paths_against_plain_path_in_training_mode_without_dropout():
     config = tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     fast, plain = twins(BertForPreTraining, config)

@@ -148,7 +148,8 @@ class BertModel(BertPreTrainedModel):
         Returns (tokens, hidden_states): hidden_states is a tuple of (N, H) when asked for.
         """
         x = self.embeddings.forward_tokens(input_ids, token_type_ids, layout)  # (N, H)
-        x, hidden_states, _ = self.encoder(x, layout, False, output_hidden_states, keep)
+        queries = None if keep is None else layout.queries(keep)  # built here, outside compiled layers
+        x, hidden_states, _ = self.encoder(x, layout, False, output_hidden_states, queries)
         return x, hidden_states
 
     def encode_selected(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
@@ -156,7 +157,8 @@ class BertModel(BertPreTrainedModel):
         """The last hidden state at the `wanted` (B, T) positions only: (K, H) in row-major order.
 
         None when a wanted position is padding (the caller then takes the padded path, which
-        computes something there); the last layer runs only for the K wanted rows.
+        computes something there); the last layer runs only for the K wanted rows (their queries,
+        attention rows, output projection and feed-forward; keys and values come from every token).
         """
         if attention_mask is not None and bool((wanted & ~attention_mask.bool()).any()):
             return None

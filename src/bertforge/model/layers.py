@@ -11,8 +11,9 @@ Departures from the paper's TF code, none of which changes the numbers:
   loaded as Hugging Face's three separate tensors by `bertforge.convert`;
 - every module also runs "token-major" on the N real tokens of an unpadded batch, (N, H)
   instead of (B, T, H), given a `TokenLayout` (see `bertforge.model.unpad`); the last layer
-  can be asked for a subset of its output rows only (`keep`), which is all a sparse masked-LM
-  loss or a pooler reads.
+  can be asked for a subset of its output rows only (`queries`), which is all a sparse masked-LM
+  loss or a pooler reads: only those rows are projected to queries, attend, and go through the
+  output projection and feed-forward (their keys and values still come from every token).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.config import BertConfig
-from bertforge.model.unpad import TokenLayout, gather_rows, varlen_attention, varlen_attention_available
+from bertforge.model.unpad import (QueryLayout, TokenLayout, gather_rows, varlen_attention,
+                                   varlen_attention_available)
 
 
 def activation(name: str):
@@ -116,17 +118,27 @@ class SelfAttention(nn.Module):
         context = context.transpose(1, 2).reshape(batch, seq_len, hidden)  # (B, T, H)
         return self.output(context), probs
 
-    def context_tokens(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        """x (N, H) real tokens -> attention context (N, H), before the output projection."""
+    def context_tokens(self, x: torch.Tensor, layout: TokenLayout,
+                       queries: QueryLayout | None = None) -> torch.Tensor:
+        """x (N, H) real tokens -> attention context (N, H) before the output projection, or
+        (K, H) for the `queries` rows only."""
         hidden = x.shape[-1]
-        if self.fused:
+        dropout_p = self.dropout_p if self.training else 0.0
+        if queries is not None:
+            key_value = self.key_value_projection(x)  # (N, 2H)
+            if not varlen_attention_available(key_value, dropout_p):
+                query = self.query_projection(gather_rows(x, queries.keep))  # (K, H)
+                return self.query_grid_attention(query, key_value, layout, queries, dropout_p)
+            # Flash varlen attention takes every query here; the kept rows are gathered after.
+            qkv = torch.cat([self.query_projection(x), key_value], dim=-1)  # (N, 3H)
+        elif self.fused:
             qkv = self.qkv(x)  # (N, 3H)
         else:
             qkv = torch.cat([self.query(x), self.key(x), self.value(x)], dim=-1)  # (N, 3H)
-        dropout_p = self.dropout_p if self.training else 0.0
         if varlen_attention_available(qkv, dropout_p):
             q, k, v = qkv.view(-1, 3, self.num_heads, self.head_size).unbind(1)  # 3 x (N, heads, D)
-            return varlen_attention(q, k, v, layout).reshape(-1, hidden)
+            context = varlen_attention(q, k, v, layout).reshape(-1, hidden)  # (N, H)
+            return context if queries is None else gather_rows(context, queries.keep)
         contexts = []
         for grid, values in zip(layout.grids, layout.to_grids(qkv)):  # (R, L, 3H) each
             rows, length = values.shape[0], values.shape[1]
@@ -134,6 +146,34 @@ class SelfAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=dropout_p)
             contexts.append(context.transpose(1, 2).reshape(rows, length, hidden))  # (R, L, H)
         return layout.from_grids(contexts)  # (N, H)
+
+    def query_grid_attention(self, query: torch.Tensor, key_value: torch.Tensor, layout: TokenLayout,
+                             queries: QueryLayout, dropout_p: float) -> torch.Tensor:
+        """query (K, H) of the kept rows, key_value (N, 2H) of every token -> context (K, H)."""
+        hidden = query.shape[-1]
+        contexts = []
+        key_value_grids, query_grids = layout.to_grids(key_value), queries.to_grids(query)
+        for grid, pairs, questions in zip(layout.grids, key_value_grids, query_grids):  # (R, L, 2H), (R, Q, H)
+            rows, length, width = pairs.shape[0], pairs.shape[1], questions.shape[1]
+            k, v = pairs.view(rows, length, 2, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # (R, N, L, D)
+            q = questions.view(rows, width, self.num_heads, self.head_size).transpose(1, 2)  # (R, N, Q, D)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=dropout_p)
+            contexts.append(context.transpose(1, 2).reshape(rows, width, hidden))  # (R, Q, H)
+        return queries.from_grids(contexts)  # (K, H)
+
+    def query_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> queries (..., H); with the fused weight, its first H output rows."""
+        if not self.fused:
+            return self.query(x)
+        hidden = x.shape[-1]
+        return F.linear(x, self.qkv.weight[:hidden], self.qkv.bias[:hidden])
+
+    def key_value_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> keys and values (..., 2H); with the fused weight, its last 2H output rows."""
+        if not self.fused:
+            return torch.cat([self.key(x), self.value(x)], dim=-1)
+        hidden = x.shape[-1]
+        return F.linear(x, self.qkv.weight[hidden:], self.qkv.bias[hidden:])
 
 
 class FeedForward(nn.Module):
@@ -165,16 +205,16 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | TokenLayout | None, return_probs: bool = False,
-                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                queries: QueryLayout | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, H) with a (B, 1, 1, T) mask or None; or x (N, H) real tokens with their TokenLayout.
 
-        keep (K,): token-major only, the rows of the output wanted; the others are not computed
-        past attention (their keys and values are still used), and the result is (K, H).
+        queries: token-major only, the K rows of the output wanted; the others are not computed
+        beyond their keys and values, and the result is (K, H).
         """
         if isinstance(mask, TokenLayout):
-            context = self.attention.context_tokens(x, mask)  # (N, H)
-            if keep is not None:
-                context, x = gather_rows(context, keep), gather_rows(x, keep)  # (K, H)
+            context = self.attention.context_tokens(x, mask, queries)  # (N, H) or (K, H)
+            if queries is not None:
+                x = gather_rows(x, queries.keep)  # (K, H)
             attended, probs = self.attention.output(context), None
         else:
             attended, probs = self.attention(x, mask, return_probs)
@@ -189,14 +229,14 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | TokenLayout | None, output_attentions: bool = False,
-                output_hidden_states: bool = False, keep: torch.Tensor | None = None):
-        """x (B, T, H) and a padding mask, or x (N, H) and a TokenLayout; keep: see EncoderLayer."""
+                output_hidden_states: bool = False, queries: QueryLayout | None = None):
+        """x (B, T, H) and a padding mask, or x (N, H) and a TokenLayout; queries: see EncoderLayer."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         last = len(self.layers) - 1
         for index, layer in enumerate(self.layers):
-            if index == last and keep is not None:
-                x, probs = layer(x, mask, output_attentions, keep)
+            if index == last and queries is not None:
+                x, probs = layer(x, mask, output_attentions, queries)
             else:
                 x, probs = layer(x, mask, output_attentions)
             if hidden_states is not None:

@@ -230,28 +230,40 @@ class TokenLayout:
 
     def to_grids(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """(N, D) -> one (rows, max_len, D) attention grid per Grid, zeros in the empty slots."""
-        if len(self.grids) > 1:
-            if torch.is_grad_enabled():
-                values = _to_grids(tokens, self.grids)
-            else:
-                values = scatter_to_grids(tokens, self.grids)
-            return [value.view(grid.rows, grid.max_len, -1) for grid, value in zip(self.grids, values)]
-        grid = self.grids[0]
-        if grid.slots is None:
-            return [tokens.view(grid.rows, grid.max_len, tokens.shape[-1])]
-        value = tokens.new_zeros(grid.rows * grid.max_len, tokens.shape[-1])
-        value.index_copy_(0, grid.slots, tokens)  # in place on fresh zeros: no clone
-        return [value.view(grid.rows, grid.max_len, -1)]
+        return tokens_to_grids(tokens, self.grids)
 
     def from_grids(self, values: list[torch.Tensor]) -> torch.Tensor:
         """One (rows, max_len, D) grid per Grid -> (N, D)."""
-        flat = [value.reshape(-1, value.shape[-1]) for value in values]
-        if len(self.grids) > 1:
-            if torch.is_grad_enabled():
-                return _from_grids(self.grids, self.num_tokens, flat)
-            return gather_from_grids(self.grids, self.num_tokens, tuple(flat))
-        slots = self.grids[0].slots
-        return flat[0] if slots is None else gather_rows(flat[0], slots)
+        return grids_to_tokens(values, self.grids, self.num_tokens)
+
+    def token_rows(self) -> torch.Tensor:
+        """(N,) the batch row of each real token."""
+        if self.indices is None:
+            return torch.arange(self.num_tokens, device=self.cu_seqlens.device).div(self.seq_len, rounding_mode="floor")
+        return self.indices.div(self.seq_len, rounding_mode="floor")
+
+    def queries(self, keep: torch.Tensor) -> "QueryLayout":
+        """The attention grids of the `keep` tokens (K,), ascending indices into the N: each kept
+        token sits in the same grid row as its sequence's keys, so only the K queries attend."""
+        device = keep.device
+        token_rows = self.token_rows()
+        rows = token_rows[keep]  # (K,) batch row of each kept token
+        counts = torch.bincount(rows, minlength=self.batch_size)  # (B,) kept tokens per row
+        ranks = torch.arange(keep.shape[0], device=device) - (counts.cumsum(0) - counts)[rows]  # (K,)
+        grids = []
+        for grid in self.grids:
+            if grid.tokens is None:  # the grid's rows are the batch's rows, in order
+                width = max(int(counts.max()), 1)
+                slots = None if bool((counts == width).all()) else rows * width + ranks
+                grids.append(Grid(grid.rows, width, None, slots, None))
+                continue
+            place = torch.full((self.batch_size,), -1, dtype=torch.long, device=device)  # row -> grid row
+            place[token_rows[grid.tokens]] = grid.slots.div(grid.max_len, rounding_mode="floor")
+            kept_place = place[rows]  # (K,)
+            members = (kept_place >= 0).nonzero().squeeze(1)  # kept tokens in this grid
+            width = max(int(counts[place >= 0].max()), 1)
+            grids.append(Grid(grid.rows, width, members, kept_place[members] * width + ranks[members], None))
+        return QueryLayout(keep, grids)
 
     def positions(self, device: torch.device) -> torch.Tensor:
         """(N,) the position id (column t) of each real token."""
@@ -267,6 +279,54 @@ class TokenLayout:
         token_of = torch.full((self.batch_size * self.seq_len,), -1, dtype=torch.long, device=flat.device)
         token_of[self.indices] = torch.arange(self.indices.shape[0], device=flat.device)
         return token_of[flat]
+
+
+@dataclass
+class QueryLayout:
+    """The K tokens whose last-layer output a sparse head reads (`TokenLayout.queries`), placed
+    in grids that line up with the key grids row for row: grid g holds, in row r, the kept
+    tokens of the sequence in row r of key grid g (`max_len` is the most any row keeps)."""
+
+    keep: torch.Tensor
+    """(K,) ascending indices into the N tokens."""
+    grids: list[Grid]
+    """One per key grid; no masks (an empty query slot computes a context nobody reads)."""
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.keep.shape[0])
+
+    def to_grids(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """(K, D) -> one (rows, max_len, D) query grid per Grid."""
+        return tokens_to_grids(tokens, self.grids)
+
+    def from_grids(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """One (rows, max_len, D) grid per Grid -> (K, D)."""
+        return grids_to_tokens(values, self.grids, self.num_tokens)
+
+
+def tokens_to_grids(tokens: torch.Tensor, grids: list[Grid]) -> list[torch.Tensor]:
+    """(N, D) -> one (rows, max_len, D) grid per Grid, zeros in the empty slots."""
+    if len(grids) > 1:
+        values = _to_grids(tokens, grids) if torch.is_grad_enabled() else scatter_to_grids(tokens, grids)
+        return [value.view(grid.rows, grid.max_len, -1) for grid, value in zip(grids, values)]
+    grid = grids[0]
+    if grid.slots is None:
+        return [tokens.view(grid.rows, grid.max_len, tokens.shape[-1])]
+    value = tokens.new_zeros(grid.rows * grid.max_len, tokens.shape[-1])
+    value.index_copy_(0, grid.slots, tokens)  # in place on fresh zeros: no clone
+    return [value.view(grid.rows, grid.max_len, -1)]
+
+
+def grids_to_tokens(values: list[torch.Tensor], grids: list[Grid], num_tokens: int) -> torch.Tensor:
+    """One (rows, max_len, D) grid per Grid -> the (N, D) tokens."""
+    flat = [value.reshape(-1, value.shape[-1]) for value in values]
+    if len(grids) > 1:
+        if torch.is_grad_enabled():
+            return _from_grids(grids, num_tokens, flat)
+        return gather_from_grids(grids, num_tokens, tuple(flat))
+    slots = grids[0].slots
+    return flat[0] if slots is None else gather_rows(flat[0], slots)
 
 
 # Dynamo cannot trace an autograd.Function whose arguments are Grid objects when gradients are
