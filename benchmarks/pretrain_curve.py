@@ -91,12 +91,16 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
 
     minutes = args.against_minutes if name != "bertforge" and args.against_minutes else args.minutes
     budget = minutes * 60
+    if name != "bertforge" and args.against_steps:
+        # The same batches in the same order: N steps are the bertforge side's first N steps' tokens.
+        budget = float("inf")
     evaluate(0.0, 0, 0)
     batches.set_epoch(0)
     stream = iter(batches)
     trained, step, tokens, next_eval = 0.0, 0, 0, args.eval_seconds
     model.train()
-    while trained < budget and step < total_steps:
+    last_step = args.against_steps if name != "bertforge" and args.against_steps else total_steps  # same schedule
+    while trained < budget and step < last_step:
         try:
             batch = next(stream)
         except StopIteration:
@@ -171,6 +175,12 @@ def main() -> None:
     parser.add_argument("--against-minutes", type=float, default=None,
                         help="training wall time of the other side (default: --minutes); longer lets a slower "
                              "side reach more of the faster one's token budget")
+    parser.add_argument("--against-steps", type=int, default=None,
+                        help="train the other side for exactly this many steps whatever the time (the "
+                             "bertforge side's step count: the same token budget)")
+    parser.add_argument("--only-against", action="store_true",
+                        help="train only the other side and reuse the bertforge curve of the last run in "
+                             "--data-dir (to extend the other side with --against-steps)")
     parser.add_argument("--side", choices=["bertforge", "transformers", "plain"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,6 +215,10 @@ def main() -> None:
         children, outputs = [], {}
         for name in ("bertforge", args.against):
             outputs[name] = Path(args.data_dir) / f"curve-{name}.json"
+            if name == "bertforge" and args.only_against:
+                if not outputs[name].exists():
+                    raise SystemExit(f"--only-against: no bertforge curve at {outputs[name]}")
+                continue
             environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             children.append(subprocess.Popen([sys.executable, "-m", "benchmarks.pretrain_curve", *sys.argv[1:],
                                               "--side", name, "--out", str(outputs[name])], env=environment))
@@ -232,8 +246,11 @@ def write_results(args, curve: list[dict], stem: str) -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     (RESULTS / f"{stem}.json").write_text(json.dumps({"args": vars(args), "machine": machine, "curve": curve}, indent=1))
     precisions = ", ".join(f"{side} {side_precision(side, args)}" for side in sides)
-    duration = f"{args.minutes:g} min" + (f" (the other side {args.against_minutes:g} min)" if args.against_minutes
-                                          else " per side")
+    if args.against_steps:
+        duration = f"{args.minutes:g} min (the other side the same {args.against_steps} steps)"
+    else:
+        duration = f"{args.minutes:g} min" + (f" (the other side {args.against_minutes:g} min)" if args.against_minutes
+                                              else " per side")
     lines = [f"# Pretraining curve: {args.preset}, {precisions}, batch {args.batch_size}, seq {args.max_seq_length}, "
              f"{duration}", "", f"Machine: {machine}; sides {args.layout}", "",
              "| side | train seconds | steps | real tokens (M) | held-out MLM acc | held-out MLM loss | held-out NSP acc |",

@@ -13,7 +13,11 @@ as in NVIDIA's BERT and MosaicBERT's `bert_padding.py`. Attention stays within e
   `MAX_BUCKETS` grids, each as long as its own longest row, so that attention's
   O(rows · L²) work follows the real lengths instead of the longest one;
 - on CUDA, with no dropout on the attention probabilities, `torch.nn.attention.varlen.varlen_attn`
-  (flash attention over cumulative sequence lengths) runs on (N, heads, D) directly.
+  (flash attention over cumulative sequence lengths) runs on (N, heads, D) directly;
+- when a head reads only some rows of the last layer (the masked positions, or [CLS]), a
+  `QueryLayout` puts just those rows' queries in grids aligned row for row with the key grids,
+  so the last layer's attention is (rows, Q, L) instead of (rows, L, L), Q the most rows any
+  sequence keeps.
 
 Nothing here changes the numbers: a padded key gets no attention either way, and a padded
 position never reaches a loss. The outputs at padded positions are zeros instead of the values
