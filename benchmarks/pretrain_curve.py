@@ -90,16 +90,15 @@ def train_for(name, model, batches, eval_batches, args, total_steps) -> list[dic
               f"nsp acc {metrics.get('nsp_accuracy', 0):.3f}", flush=True)
 
     minutes = args.against_minutes if name != "bertforge" and args.against_minutes else args.minutes
-    budget = minutes * 60
-    if name != "bertforge" and args.against_steps:
-        # The same batches in the same order: N steps are the bertforge side's first N steps' tokens.
-        budget = float("inf")
+    # The same batches in the same order: N steps are the bertforge side's first N steps' tokens.
+    by_steps = name != "bertforge" and bool(args.against_steps)
+    budget = float("inf") if by_steps else minutes * 60
     evaluate(0.0, 0, 0)
     batches.set_epoch(0)
     stream = iter(batches)
     trained, step, tokens, next_eval = 0.0, 0, 0, args.eval_seconds
     model.train()
-    last_step = args.against_steps if name != "bertforge" and args.against_steps else total_steps  # same schedule
+    last_step = args.against_steps if by_steps else total_steps  # the schedule stays total_steps long
     while trained < budget and step < last_step:
         try:
             batch = next(stream)
