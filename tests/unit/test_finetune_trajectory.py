@@ -130,3 +130,40 @@ def test_trainer_tracks_transformers_plain_loop_without_dropout(tmp_path, task):
         if task != "classify":
             got, want = got[keep], want[keep]
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_token_objective_weighs_every_labelled_token_the_same():
+    """With `labels_per_row`, a step's NER loss is the sum over its labelled tokens divided by the
+    count expected for its rows: a token weighs the same in a batch of short and of long rows."""
+    torch.manual_seed(0)
+    config = BertConfig.from_preset("tiny", vocab_size=VOCAB, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0, id2label=LABELS)
+    model = BertForTokenClassification(config)
+    batch = task_batches("ner").items[0]
+    labelled = int((batch["labels"] != IGNORE_INDEX).sum())
+    per_row = 2.5
+    objective = TaskObjective("ner", labels_per_row=per_row)
+    assert objective.counts(batch) == {"ner": BATCH * per_row}
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    summed = torch.nn.functional.cross_entropy(logits.reshape(-1, len(LABELS)), batch["labels"].reshape(-1),
+                                               ignore_index=IGNORE_INDEX, reduction="sum")
+    torch.testing.assert_close(objective.losses(model, batch)["ner"], summed / (BATCH * per_row))
+    assert objective.logged_counts(batch) == {"ner": labelled}
+    # Without it (random batches), the per-batch mean over labelled tokens, as transformers computes it.
+    plain = TaskObjective("ner")
+    assert plain.counts(batch) == {"ner": labelled}
+    torch.testing.assert_close(plain.losses(model, batch)["ner"], summed / labelled)
+
+
+def test_trainer_logs_the_mean_token_loss_under_the_fixed_normalizer(tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig.from_preset("tiny", vocab_size=VOCAB, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0, id2label=LABELS)
+    model = BertForTokenClassification(config)
+    batch = task_batches("ner").items[0]
+    expected = float(model(**batch).loss)  # mean over labelled tokens, before any update
+    train_config = TrainConfig(batch_size=BATCH, max_steps=1, learning_rate=1e-3, log_every=1, progress=False,
+                               tensorboard=False, save_every=0)
+    Trainer(model, train_config, tmp_path / "run", ListBatches([batch]), TaskObjective("ner", labels_per_row=0.7)).fit()
+    logged = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])
+    assert logged["loss"] == pytest.approx(expected, rel=1e-5)

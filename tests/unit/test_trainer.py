@@ -174,6 +174,15 @@ def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(tmp_path)
     assert latest_checkpoint(tmp_path).name == "step-1"
 
 
+def test_evaluate_at_start_can_be_skipped(tmp_path):
+    evaluations = []
+    config = TrainConfig(batch_size=4, max_steps=3, eval_every=2, progress=False, tensorboard=False)
+    trainer = Trainer(tiny_model(), config, tmp_path, SyntheticBatches(), PretrainingObjective(),
+                      evaluate=lambda model: evaluations.append(1) or {"x": 1.0}, evaluate_at_start=False)
+    result = trainer.fit()
+    assert len(evaluations) == 2 and result.first_metrics == {}  # steps 2 and 3, none before step 1
+
+
 def test_evaluation_reports_the_context_free_baseline():
     """mlm_baseline_accuracy is the share of masked labels equal to the chosen token."""
     torch.manual_seed(0)

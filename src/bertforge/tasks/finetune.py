@@ -37,22 +37,59 @@ SETTINGS_KEY = "finetuning"
 
 @dataclass
 class TaskObjective:
-    """The trainer's view of a task: one loss, averaged over the labelled items of the batch."""
+    """The trainer's view of a task: one loss, averaged over the labelled items of the step.
+
+    Token-level labels (NER) on length-grouped batches need one change. A per-batch mean gives
+    every batch the same weight, so a token in a batch of short sentences (headlines, score
+    lines) would count several times as much as one in a batch of long sentences; random
+    batches, as transformers draws them, weigh every token about the same. With
+    `labels_per_row` (the training set's mean labelled tokens per feature), the loss is the
+    sum over the batch's labelled tokens divided by the count expected for its number of rows,
+    which weighs every token the same whatever the batch holds, so length grouping saves time
+    without changing the objective. The logged loss stays the mean over labelled tokens
+    (`logged_counts`).
+    """
 
     name: str
+    labels_per_row: float | None = None
 
-    def counts(self, batch: dict[str, Any]) -> dict[str, int]:
+    def _token_level(self, batch: dict[str, Any]) -> bool:
+        labels = batch.get("labels")
+        return self.labels_per_row is not None and labels is not None and labels.dim() == 2
+
+    def counts(self, batch: dict[str, Any]) -> dict[str, float]:
         from bertforge.config import IGNORE_INDEX
 
         if "labels" in batch:
             labels = batch["labels"]
             if labels.dtype.is_floating_point:
                 return {self.name: int(labels.shape[0])}
+            if self._token_level(batch):
+                return {self.name: labels.shape[0] * self.labels_per_row}
             return {self.name: int((labels != IGNORE_INDEX).sum())}
         return {self.name: int(batch["input_ids"].shape[0])}
 
+    def logged_counts(self, batch: dict[str, Any]) -> dict[str, float]:
+        """The labelled items themselves, which the logged loss is the mean over."""
+        return TaskObjective(self.name).counts(batch)
+
     def losses(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        return {self.name: model(**batch).loss}
+        from bertforge.config import IGNORE_INDEX
+
+        loss = model(**batch).loss
+        if self._token_level(batch):
+            labelled = int((batch["labels"] != IGNORE_INDEX).sum())
+            loss = loss * (labelled / (batch["labels"].shape[0] * self.labels_per_row))
+        return {self.name: loss}
+
+
+def labels_per_row(features: Any) -> float | None:
+    """Mean labelled tokens per feature, for token-level tasks (None otherwise)."""
+    from bertforge.config import IGNORE_INDEX
+
+    if features.token_labels is None or len(features) == 0:
+        return None
+    return max(float((features.token_labels != IGNORE_INDEX).sum()) / len(features), 1e-6)
 
 
 def load_tokenizer(directory: Path, vocab: Path | None = None) -> Any:
@@ -199,8 +236,10 @@ def finetune(*, task_name: str, model_dir: Path | None, train_path: Path, dev_pa
         trainer.run_state["best_on_dev"] = tracker.state()
         return stop
 
-    trainer = Trainer(model, train_config, out_dir, batches, TaskObjective(task.name), evaluate=evaluate,
-                      tokenizer=tokenizer, on_evaluate=on_evaluate)
+    # Only length grouping needs the fixed normalizer; random batches keep transformers' loss.
+    objective = TaskObjective(task.name, labels_per_row(features) if group_by_length else None)
+    trainer = Trainer(model, train_config, out_dir, batches, objective, evaluate=evaluate,
+                      tokenizer=tokenizer, on_evaluate=on_evaluate, evaluate_at_start=False)
     started = time.perf_counter()
     result = trainer.fit()
     train_seconds = time.perf_counter() - started

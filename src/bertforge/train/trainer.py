@@ -43,7 +43,11 @@ from bertforge.train.schedule import build_schedule
 
 
 class Objective(Protocol):
-    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
+    """A training objective. It may also define `logged_counts(batch)`: the item counts the
+    logged losses are averaged over, when `counts` are normalizers rather than item counts
+    (bertforge.tasks.finetune.TaskObjective for NER on length-grouped batches)."""
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """How many items each named loss of this micro-batch averages over."""
 
     def losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -66,7 +70,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     """The last evaluation's metrics."""
     first_metrics: dict[str, float] = field(default_factory=dict)
-    """The evaluation before the first step (empty when resumed)."""
+    """The evaluation before the first step (empty when resumed or not asked for)."""
     stopped_early: bool = False
     skipped_steps: int = 0
     elapsed_seconds: float = 0.0
@@ -84,8 +88,11 @@ class Trainer:
                  objective: Objective, *, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                  tokenizer: Any = None, context: distributed.Context | None = None,
                  run_state: dict[str, Any] | None = None,
-                 on_evaluate: Callable[[int, dict[str, float], nn.Module], bool] | None = None):
-        """`on_evaluate(step, metrics, model)` may return True to stop (early stopping)."""
+                 on_evaluate: Callable[[int, dict[str, float], nn.Module], bool] | None = None,
+                 evaluate_at_start: bool = True):
+        """`on_evaluate(step, metrics, model)` may return True to stop (early stopping).
+        `evaluate_at_start=False` skips the evaluation before the first step (fine-tuning: a
+        freshly drawn head scores at chance, and the pass over dev only costs time)."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.context = context or distributed.setup(config.device)
@@ -96,6 +103,7 @@ class Trainer:
         self.objective = objective
         self.evaluate_fn = evaluate
         self.on_evaluate = on_evaluate
+        self.evaluate_at_start = evaluate_at_start
         self.tokenizer = tokenizer
         self.run_state = dict(run_state or {})
         self.micro_batch_size, self.accumulation = config.accumulation(self.context.world_size)
@@ -133,7 +141,7 @@ class Trainer:
         config, context = self.config, self.context
         resumed = self.maybe_resume()
         result = TrainResult(step=self.step)
-        if not resumed and self.evaluate_fn is not None:
+        if not resumed and self.evaluate_fn is not None and self.evaluate_at_start:
             result.first_metrics = self.run_evaluation()
             result.metrics = result.first_metrics
         stream = self._micro_batches()
@@ -206,9 +214,14 @@ class Trainer:
     def _train_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> tuple[float, dict[str, float], int, float]:
         context, config = self.context, self.config
         counts = [self.objective.counts(batch) for batch in micro_batches]
+        logged_counts = getattr(self.objective, "logged_counts", None)
+        shown = counts if logged_counts is None else [logged_counts(batch) for batch in micro_batches]
         names = sorted({name for count in counts for name in count})
-        local_counts = torch.tensor([[c.get(n, 0) for n in names] for c in counts], dtype=torch.float64).sum(0)
-        global_counts = distributed.all_reduce_sum(local_counts.clone(), context)
+        # One all-reduce for both: the loss normalizers and the counts the logged means divide by.
+        local_counts = torch.tensor([[count.get(n, 0) for n in names] + [logged.get(n, 0) for n in names]
+                                     for count, logged in zip(counts, shown)], dtype=torch.float64).sum(0)
+        reduced = distributed.all_reduce_sum(local_counts.clone(), context)
+        global_counts, global_shown = reduced[:len(names)], reduced[len(names):]
         loss_sums = torch.zeros(len(names), dtype=torch.float64)
         tokens = 0
         self.model.train()
@@ -236,7 +249,7 @@ class Trainer:
                 total = sum(p.sum() * 0.0 for p in self.model.parameters())
             self.scaler.scale(total).backward()
         loss_sums = distributed.all_reduce_sum(loss_sums, context)
-        parts = {f"{name}_loss": float(loss_sums[i] / max(float(global_counts[i]), 1.0)) for i, name in enumerate(names)}
+        parts = {f"{name}_loss": float(loss_sums[i] / max(float(global_shown[i]), 1.0)) for i, name in enumerate(names)}
         loss = sum(parts.values())
         self.scaler.unscale_(self.optimizer)
         max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
