@@ -132,13 +132,17 @@ def test_trainer_tracks_transformers_plain_loop_without_dropout(tmp_path, task):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+def tiny_ner_model() -> BertForTokenClassification:
+    torch.manual_seed(0)
+    return BertForTokenClassification(BertConfig.from_preset(
+        "tiny", vocab_size=VOCAB, max_position_embeddings=32, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, id2label=LABELS))
+
+
 def test_token_objective_weighs_every_labelled_token_the_same():
     """With `labels_per_row`, a step's NER loss is the sum over its labelled tokens divided by the
     count expected for its rows: a token weighs the same in a batch of short and of long rows."""
-    torch.manual_seed(0)
-    config = BertConfig.from_preset("tiny", vocab_size=VOCAB, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                                    attention_probs_dropout_prob=0.0, id2label=LABELS)
-    model = BertForTokenClassification(config)
+    model = tiny_ner_model()
     batch = task_batches("ner").items[0]
     labelled = int((batch["labels"] != IGNORE_INDEX).sum())
     per_row = 2.5
@@ -156,10 +160,7 @@ def test_token_objective_weighs_every_labelled_token_the_same():
 
 
 def test_trainer_logs_the_mean_token_loss_under_the_fixed_normalizer(tmp_path):
-    torch.manual_seed(0)
-    config = BertConfig.from_preset("tiny", vocab_size=VOCAB, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                                    attention_probs_dropout_prob=0.0, id2label=LABELS)
-    model = BertForTokenClassification(config)
+    model = tiny_ner_model()
     batch = task_batches("ner").items[0]
     expected = float(model(**batch).loss)  # mean over labelled tokens, before any update
     train_config = TrainConfig(batch_size=BATCH, max_steps=1, learning_rate=1e-3, log_every=1, progress=False,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from bertforge.config import BertConfig, build_dataclass, to_plain
+from bertforge.config import IGNORE_INDEX, BertConfig, build_dataclass, to_plain
 from bertforge.errors import BertforgeError
 from bertforge.fileio import atomic_open, atomic_write_json, replace_directory
 from bertforge.tasks import ARCHITECTURES, get_task
@@ -41,7 +41,7 @@ class TaskObjective:
 
     Token-level labels (NER) on length-grouped batches need one change. A per-batch mean gives
     every batch the same weight, so a token in a batch of short sentences (headlines, score
-    lines) would count several times as much as one in a batch of long sentences; random
+    lines) would count up to ten times as much as one in a batch of long sentences (CoNLL-2003); random
     batches, as transformers draws them, weigh every token about the same. With
     `labels_per_row` (the training set's mean labelled tokens per feature), the loss is the
     sum over the batch's labelled tokens divided by the count expected for its number of rows,
@@ -57,36 +57,32 @@ class TaskObjective:
         labels = batch.get("labels")
         return self.labels_per_row is not None and labels is not None and labels.dim() == 2
 
-    def counts(self, batch: dict[str, Any]) -> dict[str, float]:
-        from bertforge.config import IGNORE_INDEX
-
+    def logged_counts(self, batch: dict[str, Any]) -> dict[str, int]:
+        """The labelled items of the micro-batch, which the logged loss is the mean over."""
         if "labels" in batch:
             labels = batch["labels"]
             if labels.dtype.is_floating_point:
                 return {self.name: int(labels.shape[0])}
-            if self._token_level(batch):
-                return {self.name: labels.shape[0] * self.labels_per_row}
             return {self.name: int((labels != IGNORE_INDEX).sum())}
         return {self.name: int(batch["input_ids"].shape[0])}
 
-    def logged_counts(self, batch: dict[str, Any]) -> dict[str, float]:
-        """The labelled items themselves, which the logged loss is the mean over."""
-        return TaskObjective(self.name).counts(batch)
+    def counts(self, batch: dict[str, Any]) -> dict[str, float]:
+        """The loss normalizer: the labelled items, or for token-level grouped batches the count
+        expected for the batch's rows."""
+        if self._token_level(batch):
+            return {self.name: batch["labels"].shape[0] * self.labels_per_row}
+        return self.logged_counts(batch)
 
     def losses(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
-        from bertforge.config import IGNORE_INDEX
-
         loss = model(**batch).loss
         if self._token_level(batch):
-            labelled = int((batch["labels"] != IGNORE_INDEX).sum())
-            loss = loss * (labelled / (batch["labels"].shape[0] * self.labels_per_row))
+            labelled = self.logged_counts(batch)[self.name]
+            loss = loss * (labelled / self.counts(batch)[self.name])
         return {self.name: loss}
 
 
 def labels_per_row(features: Any) -> float | None:
     """Mean labelled tokens per feature, for token-level tasks (None otherwise)."""
-    from bertforge.config import IGNORE_INDEX
-
     if features.token_labels is None or len(features) == 0:
         return None
     return max(float((features.token_labels != IGNORE_INDEX).sum()) / len(features), 1e-6)
