@@ -31,14 +31,22 @@ class Context:
         return self.world_size > 1
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device `name` names; "auto" is CUDA when available, else CPU.
+
+    The one place the "auto" choice is made: training, fine-tuning, export and serving all call this.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup(device: str = "auto") -> Context:
     """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA), or run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device)
     if torch_device.type == "cuda":
         torch_device = torch.device("cuda", local_rank if torch_device.index is None else torch_device.index)
         torch.cuda.set_device(torch_device)
@@ -101,7 +109,3 @@ def barrier(context: Context) -> None:
     if context.distributed:
         dist.barrier()
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP (FSDP2 shards in place and keeps the module)."""
-    return getattr(model, "module", model)
