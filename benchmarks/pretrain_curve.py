@@ -157,7 +157,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall time per side")
     parser.add_argument("--preset", default="mini")
-    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 where this CPU computes it natively, else fp32 (bertforge.train.precision)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--max-seq-length", type=int, default=128)
@@ -185,6 +186,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.side is not None:
         torch.set_num_threads(args.threads)
+    from bertforge.train.precision import resolve_precision
+
+    choice = resolve_precision(args.precision, torch.device("cpu"))
+    args.precision = choice.precision
+    if args.side is None:
+        print(choice.warning or choice.describe(), file=sys.stderr)
 
     from bertforge.data import MaskingConfig, PrepareConfig, PretrainingBatches, PretrainingDataset, prepare_corpus
 

@@ -1,12 +1,15 @@
-"""Metrics to JSONL (and TensorBoard when installed), and the progress bar."""
+"""Metrics to JSONL (and TensorBoard when installed); `progress_bar` is `bertforge.progress`'s."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
+
+from bertforge.progress import progress_bar
+
+__all__ = ["MetricsLog", "progress_bar"]
 
 
 class MetricsLog:
@@ -51,27 +54,3 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def progress_bar(total: int, initial: int, enabled: bool, description: str):
-    """A tqdm bar on stderr (a no-op object when disabled or on a non-main rank)."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=description, unit="step", dynamic_ncols=True,
-                file=sys.stderr, mininterval=1.0)
-
-
-class _NoBar:
-    def update(self, count: int = 1) -> None:
-        pass
-
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def write(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
