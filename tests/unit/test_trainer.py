@@ -229,3 +229,130 @@ def test_compile_compiles_each_encoder_layer_and_trains_like_eager(tmp_path, mon
     eager = BertForPreTraining.from_pretrained(latest_checkpoint(tmp_path / "eager"))
     compiled = BertForPreTraining.from_pretrained(latest_checkpoint(tmp_path / "compiled"))
     assert eager.state_dict().keys() == compiled.state_dict().keys()
+
+
+# -- hooks: keep-best and early stopping ----------------------------------------------------
+
+
+def scripted_trainer(run_dir, scores, hook, max_steps, **overrides):
+    """A trainer that evaluates after every step; the metric at step s is scores[s]."""
+    settings = dict(batch_size=4, max_steps=max_steps, learning_rate=1e-3, warmup_steps=1, progress=False,
+                    tensorboard=False, eval_every=1, log_every=1)
+    config = TrainConfig(**{**settings, **overrides})
+    holder = {}
+    trainer = Trainer(tiny_model(), config, run_dir, SyntheticBatches(), PretrainingObjective(),
+                      evaluate=lambda model: {"score": scores[holder["trainer"].step], "other": 1.0},
+                      hooks=[hook], evaluate_at_start=False)
+    holder["trainer"] = trainer
+    return trainer
+
+
+def test_keep_best_saves_only_improvements(tmp_path, monkeypatch):
+    from bertforge.train.hooks import KeepBest
+
+    scores = {1: 0.5, 2: 0.4, 3: 0.7, 4: 0.7, 5: 0.6}  # step 4 ties step 3: not an improvement
+    hook = KeepBest(tmp_path / "best", "score")
+    saved_at, weights_at = [], {}
+    original_save = KeepBest.save
+
+    def recording_save(self, trainer):
+        saved_at.append(trainer.step)
+        weights_at[trainer.step] = {k: v.clone() for k, v in trainer.bare_model.state_dict().items()}
+        original_save(self, trainer)
+
+    monkeypatch.setattr(KeepBest, "save", recording_save)
+    result = scripted_trainer(tmp_path / "run", scores, hook, 5).fit()
+    assert saved_at == [1, 3] and hook.best_step == 3 and hook.best == 0.7 and hook.stale == 2
+    assert hook.best_metrics == {"score": 0.7, "other": 1.0} and not result.stopped_early and result.step == 5
+    best = BertForPreTraining.from_pretrained(tmp_path / "best")
+    for name, tensor in best.state_dict().items():
+        assert torch.equal(tensor, weights_at[3][name]), name
+    assert (tmp_path / "best" / "config.json").exists()
+    assert not list(tmp_path.glob(".best*"))  # the temporary directory was renamed into place
+
+
+def test_keep_best_patience_stops_and_min_mode(tmp_path):
+    from bertforge.train.hooks import KeepBest
+
+    scores = {1: 0.5, 2: 0.6, 3: 0.55, 4: 0.58, 5: 0.9, 6: 0.9}
+    hook = KeepBest(tmp_path / "best", "score", patience=2)
+    result = scripted_trainer(tmp_path / "run", scores, hook, 6).fit()
+    assert result.stopped_early and result.step == 4 and hook.best_step == 2 and hook.stale == 2
+    assert latest_checkpoint(tmp_path / "run").name == "step-4"  # the stop is saved like an end
+    losses = KeepBest(tmp_path / "low", "score", mode="min", patience=1)
+    result = scripted_trainer(tmp_path / "run-min", {1: 0.5, 2: 0.3, 3: 0.4, 4: 0.1}, losses, 4).fit()
+    assert result.stopped_early and result.step == 3 and losses.best_step == 2 and losses.best == 0.3
+    with pytest.raises(BertforgeError, match="keep-best metric 'accuracy' is not among"):
+        scripted_trainer(tmp_path / "run-bad", scores, KeepBest(tmp_path / "x", "accuracy"), 2).fit()
+
+
+def test_keep_best_state_survives_resume(tmp_path):
+    """Patience counts across a resume: evaluations stale before the crash still count after it,
+    so the resumed run stops at the same step, with the same best, as the uninterrupted one."""
+    import shutil
+
+    from bertforge.train.hooks import KeepBest
+
+    scores = {1: 0.5, 2: 0.9, 3: 0.8, 4: 0.7, 5: 0.6, 6: 0.95}
+    straight = KeepBest(tmp_path / "straight-best", "score", patience=3)
+    straight_result = scripted_trainer(tmp_path / "straight", scores, straight, 6).fit()
+    assert straight_result.stopped_early and straight_result.step == 5 and straight.best_step == 2
+
+    first = KeepBest(tmp_path / "best", "score", patience=3)
+    scripted_trainer(tmp_path / "run", scores, first, 6, save_every=1, keep_last=10).fit()
+    for path in checkpoint_dirs(tmp_path / "run"):
+        if path.name != "step-3":
+            shutil.rmtree(path)  # as if the run died after step 3
+    resumed = KeepBest(tmp_path / "best", "score", patience=3)
+    trainer = scripted_trainer(tmp_path / "run", scores, resumed, 6, resume=True)
+    assert trainer.maybe_resume()
+    assert resumed.state_dict() == {"metric": "score", "best": 0.9, "best_step": 2,
+                                    "best_metrics": {"score": 0.9, "other": 1.0}, "stale": 1}
+    result = trainer.fit()  # resumes again from the same checkpoint: the same state
+    assert result.step == 5 and result.stopped_early and resumed.state_dict() == straight.state_dict()
+    with pytest.raises(BertforgeError, match="kept the best on 'score', this run on 'other'"):
+        scripted_trainer(tmp_path / "run", scores, KeepBest(tmp_path / "best", "other"), 6, resume=True).fit()
+
+
+def test_objective_module_trains_and_resumes_bit_exact(tmp_path):
+    """An objective's own parameters (trainable_module) are optimized, clipped with the model's
+    and checkpointed: a resumed run ends with the same weights, for model and module alike."""
+    import shutil
+
+    class WithProjection(PretrainingObjective):
+        def __init__(self):
+            torch.manual_seed(1)
+            self.trainable_module = torch.nn.Linear(16, 8)  # SyntheticBatches' rows have 16 tokens
+
+        def counts(self, batch):
+            return {**super().counts(batch), "aux": float(batch["input_ids"].shape[0])}
+
+        def losses(self, model, batch):
+            # Coupled to the model's step only through the gradient clipping over both.
+            features = batch["input_ids"].float() / 64
+            return {**super().losses(model, batch), "aux": (self.trainable_module(features) - 1).pow(2).mean()}
+
+    def run(run_dir, resume=False, save_every=0):
+        config = TrainConfig(batch_size=4, max_steps=6, learning_rate=1e-3, warmup_steps=1, progress=False,
+                             tensorboard=False, resume=resume, save_every=save_every, keep_last=10)
+        objective = WithProjection()
+        Trainer(tiny_model(), config, run_dir, SyntheticBatches(), objective).fit()
+        return objective.trainable_module
+
+    start = WithProjection().trainable_module.weight.detach().clone()
+    straight = run(tmp_path / "straight")
+    assert not torch.equal(straight.weight, start)  # it trained
+    run(tmp_path / "resumed", save_every=3)
+    for path in checkpoint_dirs(tmp_path / "resumed"):
+        if path.name != "step-3":
+            shutil.rmtree(path)
+    resumed = run(tmp_path / "resumed", resume=True)
+    torch.testing.assert_close(resumed.weight, straight.weight, rtol=0, atol=0)
+    a = BertForPreTraining.from_pretrained(latest_checkpoint(tmp_path / "straight"))
+    b = BertForPreTraining.from_pretrained(latest_checkpoint(tmp_path / "resumed"))
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    config = TrainConfig(batch_size=4, max_steps=8, progress=False, tensorboard=False, resume=True)
+    Trainer(tiny_model(), config, tmp_path / "other", SyntheticBatches(), PretrainingObjective()).fit()
+    with pytest.raises(BertforgeError, match="no state for the objective's own parameters"):
+        Trainer(tiny_model(), config, tmp_path / "other", SyntheticBatches(), WithProjection()).fit()

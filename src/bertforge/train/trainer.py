@@ -7,7 +7,9 @@ What it takes:
 - batches: an iterable of micro-batches (dicts of tensors) with `set_epoch`, `state_dict`
   ({"epoch", "position", ...}) and `load_state_dict`, so that resume restores the data position
   directly instead of replaying; iterating yields the rest of the current epoch,
-- optionally `evaluate(model) -> dict[str, float]` and a tokenizer to save beside the weights.
+- optionally `evaluate(model) -> dict[str, float]` and a tokenizer to save beside the weights,
+- optionally hooks (bertforge.train.hooks: keep-best and early stopping), called after each
+  evaluation; their state rides in the checkpoints, so a resumed run keeps its best.
 
 Every loss is normalized by its item count over the whole optimizer step (all micro-batches on
 all ranks), not per micro-batch. That makes gradient accumulation and any number of ranks give
@@ -23,11 +25,12 @@ checkpoints; `evaluate` runs on every rank (FSDP needs all ranks in each forward
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -37,15 +40,26 @@ from bertforge.model.compiled import compile_encoder
 from bertforge.train import checkpoint as checkpoints
 from bertforge.train import distributed
 from bertforge.train.config import TrainConfig
+from bertforge.train.hooks import Hook
 from bertforge.train.metrics import MetricsLog, progress_bar
 from bertforge.train.optim import build_optimizer
+from bertforge.train.precision import resolve_precision
 from bertforge.train.schedule import build_schedule
 
 
 class Objective(Protocol):
-    """A training objective. It may also define `logged_counts(batch)`: the item counts the
-    logged losses are averaged over, when `counts` are normalizers rather than item counts
-    (bertforge.tasks.finetune.TaskObjective for NER on length-grouped batches)."""
+    """A training objective. It may also define:
+
+    - `logged_counts(batch)`: the item counts the logged losses are averaged over, when `counts`
+      are normalizers rather than item counts (bertforge.tasks.finetune.TaskObjective for NER
+      on length-grouped batches);
+    - `trainable_module`: an `nn.Module` of parameters the objective trains with the model but
+      that are no part of it (distillation's hidden-state projections). The trainer moves it to
+      the device, steps it with its own optimizer and schedule (the same settings, so the same
+      update as one optimizer over both), clips the gradient norm over model and module
+      together, averages its gradients over ranks, and keeps it in the checkpoints; the model
+      directories written stay plain models.
+    """
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """How many items each named loss of this micro-batch averages over."""
@@ -89,20 +103,30 @@ class Trainer:
                  tokenizer: Any = None, context: distributed.Context | None = None,
                  run_state: dict[str, Any] | None = None,
                  on_evaluate: Callable[[int, dict[str, float], nn.Module], bool] | None = None,
-                 evaluate_at_start: bool = True):
-        """`on_evaluate(step, metrics, model)` may return True to stop (early stopping).
+                 hooks: Sequence[Hook] = (), evaluate_at_start: bool = True):
+        """`hooks` run after each evaluation, in order; any returning True stops the run (early
+        stopping). `on_evaluate(step, metrics, model)` is the older single callback (True stops).
         `evaluate_at_start=False` skips the evaluation before the first step (fine-tuning: a
         freshly drawn head scores at chance, and the pass over dev only costs time)."""
-        self.config = config
         self.run_dir = Path(run_dir)
         self.context = context or distributed.setup(config.device)
         if config.precision == "fp16" and self.context.device.type != "cuda":
             raise BertforgeError("train.precision fp16 needs CUDA; use bf16 on CPU")
+        # "auto" becomes fp32 or bf16 here, once; everything below reads the resolved value.
+        self.precision = resolve_precision(config.precision, self.context.device)
+        self.config = config = dataclasses.replace(config, precision=self.precision.precision)
+        self.print(self.precision.describe())
+        if self.precision.warning:
+            self.print(self.precision.warning)
         self.bare_model = model.to(self.context.device)
         self.batches = batches
         self.objective = objective
         self.evaluate_fn = evaluate
         self.on_evaluate = on_evaluate
+        self.hooks = list(hooks)
+        names = [hook.name for hook in self.hooks]
+        if len(set(names)) != len(names):
+            raise BertforgeError(f"trainer hooks need distinct names, got {names}")
         self.evaluate_at_start = evaluate_at_start
         self.tokenizer = tokenizer
         self.run_state = dict(run_state or {})
@@ -116,6 +140,12 @@ class Trainer:
         self.model = distributed.wrap(self.bare_model, self.context, config.parallelism)
         self.optimizer = build_optimizer(self.model, config, self.context.device)
         self.scheduler = build_schedule(self.optimizer, config)
+        self.optimizers, self.schedulers = [self.optimizer], [self.scheduler]
+        self.objective_module: nn.Module | None = getattr(objective, "trainable_module", None)
+        if self.objective_module is not None:
+            self.objective_module.to(self.context.device)
+            self.optimizers.append(build_optimizer(self.objective_module, config, self.context.device))
+            self.schedulers.append(build_schedule(self.optimizers[-1], config))
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
 
     # -- resume ---------------------------------------------------------------------------
@@ -132,8 +162,27 @@ class Trainer:
         self.batches.load_state_dict(state["data"])
         self.log.truncate_after(self.step)
         self.run_state.update(state.get("run", {}))
+        for hook in self.hooks:
+            saved = state.get("hooks", {}).get(hook.name)
+            if saved is not None:
+                hook.load_state_dict(saved)
+        if self.objective_module is not None:
+            self._load_objective_state(state.get("objective"), path)
         self.print(f"resumed from {path} at step {self.step}")
         return True
+
+    def _load_objective_state(self, saved: dict[str, Any] | None, path: Path) -> None:
+        if saved is None:
+            raise BertforgeError("cannot resume: the checkpoint holds no state for the objective's own parameters "
+                                 "(it was written by a different objective)", path=path)
+        assert self.objective_module is not None
+        try:
+            self.objective_module.load_state_dict(saved["module"])
+            self.optimizers[1].load_state_dict(saved["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise BertforgeError(f"cannot resume: the objective's saved parameters do not fit this run ({error})",
+                                 path=path) from None
+        self.schedulers[1].load_state_dict(saved["scheduler"])
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -157,14 +206,14 @@ class Trainer:
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 nonfinite_in_a_row += 1
                 result.skipped_steps += 1
-                self.optimizer.zero_grad(set_to_none=True)
                 self.print(f"step {self.step + 1}: non-finite loss or gradient ({loss}, {grad_norm}); step skipped")
                 if nonfinite_in_a_row >= config.max_nonfinite_steps:
                     raise BertforgeError(
                         f"the loss or gradient was not finite for {nonfinite_in_a_row} steps in a row "
                         f"(at step {self.step + 1}); lower train.learning_rate, use bf16 instead of fp16, "
                         f"or check the data")
-                self.scheduler.step()
+                for scheduler in self.schedulers:
+                    scheduler.step()
                 self.step += 1
                 continue
             nonfinite_in_a_row = 0
@@ -186,7 +235,7 @@ class Trainer:
             last = self.step == config.max_steps or out_of_time
             if self.evaluate_fn is not None and (last or (config.eval_every and self.step % config.eval_every == 0)):
                 result.metrics = self.run_evaluation()
-                if self.on_evaluate is not None and self.on_evaluate(self.step, result.metrics, self.bare_model):
+                if self._after_evaluation(result.metrics):
                     stop = result.stopped_early = True
             if last or stop or (config.save_every and self.step % config.save_every == 0):
                 self.save()
@@ -251,15 +300,31 @@ class Trainer:
         loss_sums = distributed.all_reduce_sum(loss_sums, context)
         parts = {f"{name}_loss": float(loss_sums[i] / max(float(global_shown[i]), 1.0)) for i, name in enumerate(names)}
         loss = sum(parts.values())
-        self.scaler.unscale_(self.optimizer)
-        max_norm = config.max_grad_norm if config.max_grad_norm is not None else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        grad_norm = self._clip_gradients()
         if math.isfinite(loss) and math.isfinite(grad_norm):
-            self.scaler.step(self.optimizer)
+            for optimizer in self.optimizers:
+                self.scaler.step(optimizer)
             self.scaler.update()
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            for scheduler in self.schedulers:
+                scheduler.step()
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         return loss, parts, tokens, grad_norm
+
+    def _clip_gradients(self) -> float:
+        """Unscale, average the objective's own gradients over ranks (DDP does the model's), and
+        clip the norm over model and objective parameters together; returns the norm before."""
+        parameters = list(self.model.parameters())
+        if self.objective_module is not None:
+            own = [p for p in self.objective_module.parameters() if p.grad is not None]
+            for param in own:
+                if self.context.distributed:
+                    param.grad.copy_(distributed.all_reduce_sum(param.grad, self.context) / self.context.world_size)
+            parameters += own
+        for optimizer in self.optimizers:
+            self.scaler.unscale_(optimizer)
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
 
     # -- evaluation and saving ------------------------------------------------------------
 
@@ -272,8 +337,20 @@ class Trainer:
         self.log.write({"step": self.step, "split": "eval", **metrics})
         return metrics
 
+    def _after_evaluation(self, metrics: dict[str, float]) -> bool:
+        """Run every hook (each sees every evaluation) and the callback; True: stop the run."""
+        stops = [hook.on_evaluate(self, metrics) for hook in self.hooks]
+        if self.on_evaluate is not None:
+            stops.append(self.on_evaluate(self.step, metrics, self.bare_model))
+        return any(stops)
+
     def save(self) -> Path:
-        state = {"data": self.batches.state_dict(), "run": self.run_state}
+        state: dict[str, Any] = {"data": self.batches.state_dict(), "run": self.run_state,
+                                 "hooks": {hook.name: hook.state_dict() for hook in self.hooks}}
+        if self.objective_module is not None:
+            state["objective"] = {"module": self.objective_module.state_dict(),
+                                  "optimizer": self.optimizers[1].state_dict(),
+                                  "scheduler": self.schedulers[1].state_dict()}
         return checkpoints.save_checkpoint(self.run_dir, self.step, self.model, self.bare_model, self.optimizer,
                                            self.scheduler, state, self.tokenizer, self.context, self.config.keep_last)
 
