@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.common import load_average, machine_description
     from bertforge.export.models import load_model
     from bertforge.export.onnx import export_onnx, load_onnx
-    from bertforge.export.quantize import quantize_model
+    from bertforge.compress.quantize import quantize_model
 
     dev = DATA / "glue/sst2/dev.tsv"
     train = train_subset(args.work, args.train_rows)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         previous.write_text(json.dumps(report, indent=2) + "\n")
 
     if "distill" not in args.skip:
-        from bertforge.export.distill import DistillConfig, distill
+        from bertforge.compress.distill import DistillConfig, DistillTrainConfig, distill
 
         rows = args.distill_rows or args.train_rows
         distill_train = train_subset(args.work, rows)
@@ -203,11 +203,13 @@ def main(argv: list[str] | None = None) -> None:
             suffix = f"-a{args.alpha:g}-t{args.temperature:g}" if use_teacher else ""
             out = args.work / f"mini-{name}{suffix}-{args.distill_steps}"
             if not (out / "results.json").exists():
+                # CPU fp32, as the recorded results were measured (distill's own default is auto).
+                trainer = DistillTrainConfig(max_steps=args.distill_steps, batch_size=32, learning_rate=5e-4,
+                                             eval_every=max(args.distill_steps // 5, 1), seed=args.seed,
+                                             progress=False, keep_last=1, device="cpu", precision="fp32")
                 distill(DistillConfig(teacher=teacher_dir, train=distill_train, dev=dev, out=out, student_preset="mini",
                                       use_teacher=use_teacher, alpha=args.alpha, temperature=args.temperature,
-                                      max_steps=args.distill_steps, batch_size=32,
-                                      learning_rate=5e-4, eval_every=max(args.distill_steps // 5, 1), seed=args.seed,
-                                      progress=False))
+                                      trainer=trainer))
             summary = json.loads((out / "results.json").read_text())
             report["distill"][name] = {"accuracy": summary["dev"]["accuracy"], "best_step": summary["best_step"],
                                        "seconds": summary["train_seconds"],

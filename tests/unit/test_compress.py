@@ -14,7 +14,8 @@ import torch
 
 from bertforge.cli.main import main
 from bertforge.errors import BertforgeError
-from bertforge.export.distill import DistillConfig, distill, layer_map, masked_mse, soft_target_loss
+from bertforge.compress.distill import (DistillConfig, DistillTrainConfig, distill, layer_map, masked_mse,
+                                        soft_target_loss)
 from test_serve_models import make_model_dir
 
 
@@ -74,7 +75,7 @@ def test_distill_writes_an_ordinary_model_directory(tmp_path, capsys, use_teache
     train, dev = _classification_files(tmp_path)
     out = tmp_path / "student"
     args = ["distill", "--teacher", str(teacher), "--student-preset", "tiny", "--train", str(train), "--dev", str(dev),
-            "--out", str(out), "--max-steps", "4", "--batch-size", "16", "--no-progress", *extra]
+            "--out", str(out), "trainer.max_steps=4", "trainer.batch_size=16", "trainer.progress=false", *extra]
     if not use_teacher:
         args.append("--no-use-teacher")
     assert main(args) == 0
@@ -99,7 +100,7 @@ def test_same_seed_same_student(tmp_path):
     weights = []
     for run in ("a", "b"):
         distill(DistillConfig(teacher=teacher, train=train, dev=dev, out=tmp_path / run, student_preset="tiny",
-                              max_steps=2, batch_size=8, progress=False))
+                              trainer=DistillTrainConfig(max_steps=2, batch_size=8, progress=False)))
         from safetensors.torch import load_file
         weights.append(load_file(tmp_path / run / "final/model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
@@ -138,3 +139,65 @@ def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, cap
     assert main(["quantize", "--model", str(directory), "--out", str(directory)]) == 2
     assert "must differ" in capsys.readouterr().err
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")), [])
+
+
+def test_distill_options_are_generated_from_the_config():
+    from dataclasses import MISSING, fields
+
+    from bertforge.cli.compress import DistillOptions
+
+    options = {f.name: f for f in fields(DistillOptions)}
+    assert list(options) == [f.name for f in fields(DistillConfig)]
+    for f in fields(DistillConfig):
+        if f.default is MISSING and f.default_factory is MISSING:
+            assert options[f.name].default is None  # so that the command names what is missing
+        elif f.default_factory is MISSING:
+            assert options[f.name].default == f.default
+    assert options["alpha"].metadata["help"].startswith("Weight of the soft-target KL")
+    assert options["trainer"].default_factory is DistillTrainConfig
+
+
+def test_distill_resumes_bit_exact_and_keeps_the_best(tmp_path, capsys):
+    """Distillation runs through the Trainer: with the hidden-state projections (the objective's
+    own parameters) it resumes to the same student; the kept student is the best evaluation's."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from bertforge.train.checkpoint import checkpoint_dirs, latest_checkpoint
+
+    teacher = make_model_dir(tmp_path / "teacher", "classify")
+    train, dev = _classification_files(tmp_path)
+
+    def run(out, *extra):
+        args = ["distill", "--teacher", str(teacher), "--student-preset", "tiny", "--train", str(train),
+                "--dev", str(dev), "--out", str(out), "--hidden-weight", "1", "trainer.max_steps=6",
+                "trainer.batch_size=8", "trainer.eval_every=2", "trainer.progress=false",
+                "trainer.max_grad_norm=0.5", "trainer.tensorboard=false", *extra]
+        assert main(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+    straight = run(tmp_path / "straight")
+    run(tmp_path / "resumed", "trainer.save_every=2")
+    for path in checkpoint_dirs(tmp_path / "resumed"):
+        if path.name != "step-2":
+            shutil.rmtree(path)
+    resumed = run(tmp_path / "resumed", "trainer.resume=true")
+    assert resumed["steps"] == straight["steps"] == 6 and resumed["best_step"] == straight["best_step"]
+    assert resumed["dev"] == straight["dev"]
+    a = load_file(latest_checkpoint(tmp_path / "straight") / "model.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "resumed") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+    results = json.loads((tmp_path / "straight/results.json").read_text())
+    assert results["options"]["trainer"]["max_grad_norm"] == 0.5  # clipping is the trainer's setting
+    records = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if r["split"] == "eval"]
+    assert [r["step"] for r in evaluations] == [2, 4, 6]
+    best = max(evaluations, key=lambda r: (r["dev_accuracy"], -r["step"]))  # the first of equals
+    assert straight["best_step"] == best["step"] and straight["dev"]["accuracy"] == best["dev_accuracy"]
+    kept = load_file(tmp_path / "straight/final/model.safetensors")
+    assert not any(".projections" in key or "trainable" in key for key in kept)  # a plain student
+    kept = load_file(tmp_path / "resumed/final/model.safetensors")  # checkpoints at steps 2, 4 and 6
+    at_best = load_file(tmp_path / f"resumed/checkpoints/step-{resumed['best_step']}/model.safetensors")
+    assert kept.keys() == at_best.keys() and all(torch.equal(kept[key], at_best[key]) for key in kept)

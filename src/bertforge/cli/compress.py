@@ -1,13 +1,19 @@
 """`bertforge quantize` (dynamic int8 through onnxruntime) and `bertforge distill` (a small
-student from a fine-tuned teacher); see bertforge.export.quantize and bertforge.export.distill."""
+student from a fine-tuned teacher); see bertforge.compress.quantize and bertforge.compress.distill.
+
+The distill options are generated from `bertforge.compress.config.DistillConfig`: its fields
+are the flags (their docstrings the help), and its `trainer` section (TrainConfig) takes dotted
+overrides such as `trainer.max_steps=600` or a `trainer:` block in `--config FILE.yaml`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields, make_dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, get_type_hints
 
 from bertforge.cli.command import Command, option
+from bertforge.compress.config import DistillConfig
 
 
 @dataclass
@@ -21,7 +27,7 @@ def run_quantize(options: QuantizeOptions) -> int:
     import json
 
     from bertforge.errors import BertforgeError
-    from bertforge.export.quantize import describe, quantize_model
+    from bertforge.compress.quantize import describe, quantize_model
 
     if options.model is None or options.out is None:
         raise BertforgeError("quantize needs --model DIR and --out DIR")
@@ -30,44 +36,53 @@ def run_quantize(options: QuantizeOptions) -> int:
     return 0
 
 
-@dataclass
-class DistillOptions:
-    teacher: Path | None = option(None, help="fine-tuned classifier directory (the teacher)")
-    student_preset: str = option("mini", help="student size from the presets (tiny, mini, small ...)")
-    student_init: Path | None = option(None, help="pretrained directory to start the student from (same vocab)")
-    task: Literal["classify"] = option("classify", help="the task (classification)")
-    train: Path | None = option(None, help="training file (the teacher's task format)")
-    dev: Path | None = option(None, help="dev file: picks the best student")
-    out: Path | None = option(None, help="run directory; the student goes to OUT/final")
-    use_teacher: bool = option(True, help="--no-use-teacher: the same student on hard labels only (baseline)")
-    temperature: float = option(1.0, help="softmax temperature of the soft targets")
-    alpha: float = option(0.5, help="weight of the soft-target KL (1 - alpha: hard-label cross-entropy)")
-    hidden_weight: float = option(0.0, help="TinyBERT hidden-state matching weight (0: off)")
-    attention_weight: float = option(0.0, help="TinyBERT attention matching weight (0: off)")
-    max_steps: int = option(1000, help="optimizer steps")
-    batch_size: int = option(32, help="examples per step")
-    learning_rate: float = option(3e-4, help="peak learning rate (AdamW, linear warmup and decay)")
-    warmup_ratio: float = option(0.1, help="fraction of the steps spent warming up")
-    eval_every: int = option(0, help="evaluate on dev every N steps, keeping the best (0: at the end)")
-    max_length: int | None = option(None, help="tokens per example (default: the teacher's)")
-    seed: int = option(0, help="seed of the student's init and the batch order")
-    device: str = option("cpu", help="cpu, cuda, auto")
-    progress: bool = option(True, help="progress bar")
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string under it in the class body), cut to its first sentence."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            text = " ".join(after.value.value.split())
+            docs[node.target.id] = text.split(". ")[0].rstrip(".")
+    return docs
 
 
-def run_distill(options: DistillOptions) -> int:
+def options_from(config: type, name: str) -> type:
+    """An options dataclass with `config`'s fields, types, defaults and docstrings (as --help),
+    except that required fields default to None, so that the command can name what is missing."""
+    hints = get_type_hints(config)
+    docs = field_docs(config)
+    specs: list[tuple[str, Any, Any]] = []
+    for f in fields(config):
+        if f.default is MISSING and f.default_factory is MISSING:
+            specs.append((f.name, hints[f.name] | None, option(None, help=docs.get(f.name, ""))))
+        elif f.default_factory is not MISSING:
+            specs.append((f.name, hints[f.name], option(default_factory=f.default_factory, help=docs.get(f.name, ""))))
+        else:
+            specs.append((f.name, hints[f.name], option(f.default, help=docs.get(f.name, ""))))
+    return make_dataclass(name, specs)
+
+
+DistillOptions = options_from(DistillConfig, "DistillOptions")
+
+
+def run_distill(options: Any) -> int:
+    from bertforge.compress.distill import distill
     from bertforge.errors import BertforgeError
-    from bertforge.export.distill import DistillConfig, distill
     from bertforge.tasks.finetune import print_json
 
-    missing = [name for name in ("teacher", "train", "dev", "out") if getattr(options, name) is None]
+    required = [f.name for f in fields(DistillConfig) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if getattr(options, name) is None]
     if missing:
         raise BertforgeError(f"distill needs {', '.join('--' + name for name in missing)}")
-    config = DistillConfig(**{f.name: getattr(options, f.name) for f in fields(DistillConfig)
-                              if hasattr(options, f.name)})
-    summary = distill(config)
+    summary = distill(DistillConfig(**{f.name: getattr(options, f.name) for f in fields(DistillConfig)}))
     print_json({key: summary[key] for key in ("use_teacher", "student", "teacher_parameters", "steps", "best_step",
-                                             "dev", "train_seconds")})
+                                             "stopped_early", "dev", "train_seconds")})
     return 0
 
 
@@ -81,6 +96,8 @@ COMMANDS = [
             examples=["bertforge distill --teacher runs/sst2/final --student-preset mini --task classify "
                       "--train glue/sst2/train.tsv --dev glue/sst2/dev.tsv --out runs/sst2-mini",
                       "bertforge distill --teacher runs/sst2/final --student-preset mini --train train.tsv "
-                      "--dev dev.tsv --out runs/mini-tinybert --hidden-weight 1 --attention-weight 1",
-                      "bertforge distill ... --no-use-teacher --out runs/mini-baseline   # same student, no teacher"]),
+                      "--dev dev.tsv --out runs/mini-tinybert --hidden-weight 1 --attention-weight 1 "
+                      "trainer.max_steps=600 trainer.eval_every=100",
+                      "bertforge distill ... --no-use-teacher --out runs/mini-baseline   # same student, no teacher",
+                      "bertforge distill ... --out runs/sst2-mini trainer.resume=true   # go on from the last checkpoint"]),
 ]
