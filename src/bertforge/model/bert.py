@@ -1,20 +1,28 @@
-"""BertModel and the pretraining models built on it.
+"""BertModel, the base of the models with a head, and the pretraining models.
 
-`BertForPreTraining.forward` computes masked-LM logits only at the positions whose label is
-not IGNORE_INDEX when labels are given (`config.sparse_prediction`, on by default), as
-google-research/bert gathers `masked_lm_positions`: about 15% of the vocab-sized matmul and of
-its activation memory. The loss is the same as the dense one.
+`BertModel.forward` is the one forward of the encoder. It takes the (B, T) inputs and, optionally,
+the positions whose last hidden state the caller reads (`wanted`, a (B, T) boolean mask); it
+then returns the last hidden state at those positions only, (K, H) in row-major order, and
+picks its path itself:
+- the unpadded path (`BertModel.unpad_inputs`, default True): the encoder runs on the real
+  tokens only (`bertforge.model.unpad`); outputs at padded positions are zeros;
+- with `wanted`, the sparse last layer (`BertModel.sparse_last_layer`, default True): the last
+  layer computes its output only at the wanted positions and at [CLS] for the pooler, as
+  MosaicBERT does; keys and values still come from every token, so the outputs and their
+  gradients are those of the full last layer;
+- the plain padded path, which computes every position: when attention probabilities are asked
+  for, when unpadding is off, and when a position that must be computed is padding (a wanted
+  one, or [CLS] under the pooler in a left-padded row), since only that path computes padding.
+The sparse last layer is off when hidden states are asked for.
 
-Fast paths, each a plain attribute that can be switched off to get the plain padded path:
-- `BertModel.unpad_inputs` (default True): the encoder runs on the real tokens only
-  (`bertforge.model.unpad`); outputs at padded positions are zeros;
-- `BertForPreTraining.sparse_last_layer` / `BertForMaskedLM.sparse_last_layer` (default True,
-  used with sparse prediction): the last layer computes its output only at the positions a
-  loss reads (the labelled ones and [CLS]), as MosaicBERT does; keys and values still come from
-  every token, so the loss and its gradients are unchanged.
-Unpadding is off when attention probabilities are asked for, and the sparse last layer is off
-when hidden states are. `config.sparse_prediction` and `config.fused_qkv` are the other two
-switches; `set_fast_paths(model, False)` turns the attribute switches off at once, and
+Heads are a few lines on top of it. `BertForPreTraining` and `BertForMaskedLM` compute
+masked-LM logits only at the positions whose label is not IGNORE_INDEX when labels are given
+(`config.sparse_prediction`, on by default), as google-research/bert gathers
+`masked_lm_positions`: about 15% of the vocab-sized matmul and of its activation memory, with
+the loss of the dense one.
+
+`config.sparse_prediction` and `config.fused_qkv` are config fields; `set_fast_paths(model,
+False)` turns both attribute switches off at once (the plain path everywhere), and
 `bertforge.model.compiled.compile_encoder` adds torch.compile.
 """
 
@@ -96,6 +104,11 @@ class BertModel(BertPreTrainedModel):
 
     architecture = "BertModel"
 
+    unpad_inputs: bool = True
+    """Run the encoder on the real tokens only (see bertforge.model.unpad); False: padded path."""
+    sparse_last_layer: bool = True
+    """With `wanted` positions, compute the last layer only there (and at [CLS] for the pooler)."""
+
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
         self.config = config
@@ -104,199 +117,158 @@ class BertModel(BertPreTrainedModel):
         self.pooler = Pooler(config) if add_pooler else None
         self.init_weights()
 
-    unpad_inputs: bool = True
-    """Run the encoder on the real tokens only (see bertforge.model.unpad); False: padded path."""
-
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, *, output_attentions: bool = False,
+                attention_mask: torch.Tensor | None = None, *, wanted: torch.Tensor | None = None,
+                every_position: bool = False, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> EncoderOutput:
-        """input_ids, token_type_ids, attention_mask: (B, T). attention_mask is 1 for real tokens."""
-        if output_attentions or not self.unpad_inputs or self._pools_padding(attention_mask):
-            return self.forward_padded(input_ids, token_type_ids, attention_mask,
-                                       output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-        layout = self.layout(input_ids, attention_mask)
-        tokens, hidden_states = self.encode_tokens(input_ids, token_type_ids, layout, output_hidden_states)
-        x = layout.pad(tokens)  # (B, T, H)
-        if hidden_states is not None:
-            hidden_states = tuple(layout.pad(state) for state in hidden_states)
-        pooled = self.pooler(x) if self.pooler is not None else None
-        return EncoderOutput(x, pooled, hidden_states, None)
+        """input_ids, token_type_ids, attention_mask: (B, T); attention_mask is 1 for real tokens.
 
-    def forward_padded(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                       attention_mask: torch.Tensor | None = None, *, output_attentions: bool = False,
-                       output_hidden_states: bool = False) -> EncoderOutput:
-        """The plain path: every position of (B, T) computed, padding masked out of attention."""
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        x, hidden_states, attentions = self.encoder(
-            x, padding_mask(attention_mask), output_attentions, output_hidden_states)
+        wanted: (B, T) boolean, the positions whose last hidden state the caller reads;
+        `last_hidden_state` is then (K, H), those positions in row-major order (the pooler still
+        reads [CLS]). every_position: return (B, T, H) anyway; `wanted` then only names the
+        positions that must be computed as real tokens (a loss over every position's logits).
+        hidden_states and attentions, when asked for, are (B, T, H) and (B, N, T, T) each.
+        """
+        rows = wanted
+        if wanted is not None and self.pooler is not None:
+            rows = wanted.clone()
+            rows[:, 0] = True  # [CLS], which the pooler reads
+        padded, none_wanted = self._route(attention_mask, rows, wanted, output_attentions)
+        gather = wanted is not None and not every_position
+        if gather and not padded and self.sparse_last_layer and not output_hidden_states:
+            return self._last_layer_at(input_ids, token_type_ids, attention_mask, rows, wanted, none_wanted)
+        if padded:
+            x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+            x, hidden_states, attentions = self.encoder(
+                x, padding_mask(attention_mask), output_attentions, output_hidden_states)
+        else:
+            layout = self.layout(input_ids, attention_mask)
+            x = self.embeddings.forward_tokens(input_ids, token_type_ids, layout)  # (N, H)
+            x, hidden_states, attentions = self.encoder(x, layout, False, output_hidden_states)
+            x = layout.pad(x)  # (B, T, H)
+            if hidden_states is not None:
+                hidden_states = tuple(layout.pad(state) for state in hidden_states)
         pooled = self.pooler(x) if self.pooler is not None else None
+        if gather:
+            flat = x.reshape(-1, x.shape[-1])  # (B * T, H)
+            x = flat[:0] if none_wanted else gather_rows(flat, wanted.flatten().nonzero().squeeze(1))  # (K, H)
         return EncoderOutput(x, pooled, hidden_states, attentions)
+
+    def _route(self, attention_mask: torch.Tensor | None, rows: torch.Tensor | None,
+               wanted: torch.Tensor | None, output_attentions: bool) -> tuple[bool, bool]:
+        """(padded, none_wanted): whether the padded path must run, and whether `wanted` is empty.
+
+        `rows` are the positions that must be computed (`wanted`, and [CLS] under the pooler).
+        At most one host sync: both answers come back together.
+        """
+        padded = output_attentions or not self.unpad_inputs
+        if wanted is None:
+            return padded or self._pools_padding(attention_mask), False
+        checks = [wanted.any()]
+        if not padded and attention_mask is not None:
+            checks.append((rows & ~attention_mask.bool()).any())
+        any_wanted, *on_padding = torch.stack(checks).tolist()
+        return padded or any(on_padding), not any_wanted
 
     def _pools_padding(self, attention_mask: torch.Tensor | None) -> bool:
         """A left-padded row: the pooler reads a padded position, which only the padded path computes."""
         return self.pooler is not None and attention_mask is not None and not bool(attention_mask[:, 0].all())
+
+    def _last_layer_at(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                       attention_mask: torch.Tensor | None, rows: torch.Tensor, wanted: torch.Tensor,
+                       none_wanted: bool) -> EncoderOutput:
+        """The unpadded path whose last layer computes only the `rows` (all real tokens): their
+        queries, attention rows, output projection and feed-forward; keys and values come from
+        every token."""
+        layout = self.layout(input_ids, attention_mask)
+        x = self.embeddings.forward_tokens(input_ids, token_type_ids, layout)  # (N, H)
+        queries = layout.queries(layout.select(rows))  # built here, outside the compiled layers
+        x, _, _ = self.encoder(x, layout, False, False, queries)  # (K', H), the rows in row-major order
+        if self.pooler is None:
+            return EncoderOutput(x)
+        if none_wanted:  # the rows are the [CLS] positions alone
+            return EncoderOutput(x[:0], self.pooler(x[:, None]))
+        counts = rows.sum(1)  # (B,) rows per sequence; [CLS] comes first in each
+        cls_hidden = gather_rows(x, counts.cumsum(0) - counts)  # (B, H)
+        selected = gather_rows(x, wanted[rows].nonzero().squeeze(1))  # (K, H)
+        return EncoderOutput(selected, self.pooler(cls_hidden[:, None]))
 
     @staticmethod
     def layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> TokenLayout:
         batch, seq_len = input_ids.shape
         return TokenLayout.from_mask(attention_mask, batch, seq_len, input_ids.device)
 
-    def encode_tokens(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, layout: TokenLayout,
-                      output_hidden_states: bool = False, keep: torch.Tensor | None = None):
-        """The encoder on the real tokens: (N, H), or (K, H) for the `keep` rows of the last layer.
 
-        Returns (tokens, hidden_states): hidden_states is a tuple of (N, H) when asked for.
-        """
-        x = self.embeddings.forward_tokens(input_ids, token_type_ids, layout)  # (N, H)
-        queries = None if keep is None else layout.queries(keep)  # built here, outside compiled layers
-        x, hidden_states, _ = self.encoder(x, layout, False, output_hidden_states, queries)
-        return x, hidden_states
+class BertHeadModel(BertPreTrainedModel):
+    """A BertModel (`bert`) with a head on top. `sparse_last_layer` reads and sets the encoder's."""
 
-    def encode_selected(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
-                        attention_mask: torch.Tensor | None, wanted: torch.Tensor) -> torch.Tensor | None:
-        """The last hidden state at the `wanted` (B, T) positions only: (K, H) in row-major order.
-
-        None when a wanted position is padding (the caller then takes the padded path, which
-        computes something there); the last layer runs only for the K wanted rows (their queries,
-        attention rows, output projection and feed-forward; keys and values come from every token).
-        """
-        if attention_mask is not None and bool((wanted & ~attention_mask.bool()).any()):
-            return None
-        layout = self.layout(input_ids, attention_mask)
-        tokens, _ = self.encode_tokens(input_ids, token_type_ids, layout, keep=layout.select(wanted))
-        return tokens
-
-
-class SparseLastLayer:
-    """The `sparse_last_layer` switch shared by the masked-LM models and the sequence classifier."""
-
-    sparse_last_layer: bool = True
-    """Compute the last layer only where the heads read it (masked positions with sparse
-    prediction; [CLS] for the sequence classifier)."""
-
-
-class _MaskedLM(SparseLastLayer):
-    """What the two masked-LM models share."""
-
-    config: BertConfig
     bert: BertModel
 
-    def encode(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
-               attention_mask: torch.Tensor | None, labels: torch.Tensor | None, output_attentions: bool,
-               output_hidden_states: bool) -> EncoderOutput:
-        """BertModel's forward, padded when a label sits on padding (only that path computes it)."""
-        on_padding = (labels is not None and attention_mask is not None
-                      and bool(((labels != IGNORE_INDEX) & ~attention_mask.bool()).any()))
-        run = self.bert.forward_padded if on_padding else self.bert
-        return run(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
-                   output_hidden_states=output_hidden_states)
+    @property
+    def sparse_last_layer(self) -> bool:
+        return self.bert.sparse_last_layer
 
-    def uses_sparse_last_layer(self, labels: torch.Tensor | None, output_attentions: bool,
-                               output_hidden_states: bool) -> bool:
-        return (self.sparse_last_layer and self.config.sparse_prediction and self.bert.unpad_inputs
-                and labels is not None and not output_attentions and not output_hidden_states)
+    @sparse_last_layer.setter
+    def sparse_last_layer(self, enabled: bool) -> None:
+        self.bert.sparse_last_layer = enabled
 
 
-def sparse_tail(bert: BertModel, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
-                attention_mask: torch.Tensor | None, labels: torch.Tensor, with_cls: bool):
-    """The last hidden state at the labelled positions (M, H) and, with_cls, at [CLS] (B, H).
+class _MaskedLanguageModel(BertHeadModel):
+    """BERT + the masked-LM head, and the next-sentence head when `next_sentence`: the forward
+    that BertForPreTraining and BertForMaskedLM share."""
 
-    None when a needed position is padding; the caller then takes the general path.
-    """
-    predicted = labels != IGNORE_INDEX  # (B, T)
-    wanted = predicted.clone()
-    if with_cls:
-        wanted[:, 0] = True
-    selected = bert.encode_selected(input_ids, token_type_ids, attention_mask, wanted)  # (K, H)
-    if selected is None:
-        return None
-    if not with_cls:
-        return selected, None
-    is_cls = torch.zeros_like(wanted)
-    is_cls[:, 0] = True
-    return (gather_rows(selected, predicted[wanted].nonzero().squeeze(1)),  # (M, H)
-            gather_rows(selected, is_cls[wanted].nonzero().squeeze(1)))  # (B, H)
-
-
-class BertForPreTraining(_MaskedLM, BertPreTrainedModel):
-    """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
-
-    architecture = "BertForPreTraining"
+    next_sentence: bool
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config, add_pooler=True)
+        self.bert = BertModel(config, add_pooler=self.next_sentence)
         self.mlm = MaskedLMHead(config)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = nn.Linear(config.hidden_size, 2) if self.next_sentence else None
         self.init_weights()
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None, *, output_attentions: bool = False,
                 output_hidden_states: bool = False) -> PreTrainingOutput:
-        """labels (B, T): token ids to predict, IGNORE_INDEX elsewhere; next_sentence_label (B,): 1 = random B."""
-        tail = None
-        if self.uses_sparse_last_layer(labels, output_attentions, output_hidden_states):
-            tail = sparse_tail(self.bert, input_ids, token_type_ids, attention_mask, labels, with_cls=True)
-        if tail is not None:
-            selected, cls_hidden = tail
-            mlm_logits, mlm_labels, mlm_loss = masked_lm(
-                self.mlm, self.bert.embeddings.word_embeddings.weight, selected, labels[labels != IGNORE_INDEX],
-                sparse=False)
-            encoded = EncoderOutput(cls_hidden, self.bert.pooler(cls_hidden[:, None]))
-        else:
-            encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
-                                  output_hidden_states)
-            mlm_logits, mlm_labels, mlm_loss = masked_lm(
-                self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-                self.config.sparse_prediction)
-        nsp_logits = self.nsp(encoded.pooler_output)  # (B, 2)
-        nsp_loss = None
-        if next_sentence_label is not None:
-            nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1), ignore_index=IGNORE_INDEX)
+        """labels (B, T): token ids to predict, IGNORE_INDEX elsewhere; next_sentence_label (B,):
+        1 = random B (ignored by a model without the next-sentence head)."""
+        sparse = labels is not None and self.config.sparse_prediction
+        wanted = None if labels is None else labels != IGNORE_INDEX  # (B, T)
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, wanted=wanted, every_position=not sparse,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        mlm_labels = labels[wanted] if sparse else labels  # (M,) under sparse prediction
+        mlm_logits, mlm_loss = masked_lm(self.mlm, self.bert.embeddings.word_embeddings.weight,
+                                         encoded.last_hidden_state, mlm_labels)
+        nsp_logits = nsp_loss = None
+        if self.nsp is not None:
+            nsp_logits = self.nsp(encoded.pooler_output)  # (B, 2)
+            if next_sentence_label is not None:
+                nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1),
+                                           ignore_index=IGNORE_INDEX)
         losses = [loss for loss in (mlm_loss, nsp_loss) if loss is not None]
         total = sum(losses[1:], losses[0]) if losses else None
         return PreTrainingOutput(total, mlm_loss, nsp_loss, mlm_logits, mlm_labels, nsp_logits,
                                  encoded.hidden_states, encoded.attentions)
 
 
-class BertForMaskedLM(_MaskedLM, BertPreTrainedModel):
-    """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask."""
+class BertForPreTraining(_MaskedLanguageModel):
+    """BERT with the masked-LM and next-sentence heads; loss = MLM CE + NSP CE (ignore -100)."""
+
+    architecture = "BertForPreTraining"
+    next_sentence = True
+
+
+class BertForMaskedLM(_MaskedLanguageModel):
+    """BERT with the masked-LM head only (no pooler), for MLM-only pretraining and fill-mask;
+    `next_sentence_label` is accepted and ignored."""
 
     architecture = "BertForMaskedLM"
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooler=False)
-        self.mlm = MaskedLMHead(config)
-        self.init_weights()
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                next_sentence_label: torch.Tensor | None = None, *, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> PreTrainingOutput:
-        """As BertForPreTraining, without NSP: `next_sentence_label` is accepted and ignored."""
-        tail = None
-        if self.uses_sparse_last_layer(labels, output_attentions, output_hidden_states):
-            tail = sparse_tail(self.bert, input_ids, token_type_ids, attention_mask, labels, with_cls=False)
-        if tail is not None:
-            mlm_logits, mlm_labels, mlm_loss = masked_lm(
-                self.mlm, self.bert.embeddings.word_embeddings.weight, tail[0], labels[labels != IGNORE_INDEX],
-                sparse=False)
-            return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None)
-        encoded = self.encode(input_ids, token_type_ids, attention_mask, labels, output_attentions,
-                              output_hidden_states)
-        mlm_logits, mlm_labels, mlm_loss = masked_lm(
-            self.mlm, self.bert.embeddings.word_embeddings.weight, encoded.last_hidden_state, labels,
-            self.config.sparse_prediction)
-        return PreTrainingOutput(mlm_loss, mlm_loss, None, mlm_logits, mlm_labels, None,
-                                 encoded.hidden_states, encoded.attentions)
+    next_sentence = False
 
 
 def set_fast_paths(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Switch the attribute fast paths of every BertModel / masked-LM model inside `model`.
+    """Switch the attribute fast paths (unpad_inputs, sparse_last_layer) of every BertModel in `model`.
 
     `enabled=False` gives the plain padded path everywhere (config.sparse_prediction and
     config.fused_qkv are config fields and stay as they are). Returns the model.
@@ -304,29 +276,22 @@ def set_fast_paths(model: nn.Module, enabled: bool = True) -> nn.Module:
     for module in model.modules():
         if isinstance(module, BertModel):
             module.unpad_inputs = enabled
-        if isinstance(module, SparseLastLayer):
             module.sparse_last_layer = enabled
     return model
 
 
 def masked_lm(head: MaskedLMHead, word_embeddings: torch.Tensor, hidden: torch.Tensor,
-              labels: torch.Tensor | None, sparse: bool):
-    """Masked-LM logits, their labels and the loss (None without labels).
+              labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Masked-LM logits and the loss (None without labels).
 
-    hidden (B, T, H), labels (B, T). Sparse: gather the M rows with a label first, so the
-    logits are (M, V); dense: (B, T, V).
+    hidden (..., H) with labels (...) row-aligned: (M, H) and (M,) for the labelled positions
+    under sparse prediction, (B, T, H) and (B, T) otherwise. Logits (..., V).
     """
-    if labels is None:
-        return head(hidden, word_embeddings), None, None
-    if sparse:
-        selected = (labels != IGNORE_INDEX).flatten().nonzero().squeeze(1)  # (M,) flat positions
-        hidden = gather_rows(hidden.reshape(-1, hidden.shape[-1]), selected)  # (M, H)
-        labels = labels.flatten()[selected]  # (M,)
     logits = head(hidden, word_embeddings)
+    if labels is None:
+        return logits, None
     if labels.numel() == 0 or not bool((labels != IGNORE_INDEX).any()):
         # No position to predict: a zero that still joins the graph, instead of CE's NaN mean.
-        loss = logits.sum() * 0.0
-    else:
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
-    return logits, labels, loss
+        return logits, logits.sum() * 0.0
+    loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return logits, loss

@@ -10,7 +10,8 @@ import torch
 @dataclass
 class EncoderOutput:
     last_hidden_state: torch.Tensor
-    """(B, T, H) the final layer's hidden states."""
+    """(B, T, H) the final layer's hidden states; (K, H) at the K positions asked for
+    (`BertModel.forward(wanted=...)`), in row-major order."""
     pooler_output: torch.Tensor | None = None
     """(B, H) tanh(dense([CLS])), or None for a model built without a pooler."""
     hidden_states: tuple[torch.Tensor, ...] | None = None

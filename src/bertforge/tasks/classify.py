@@ -32,8 +32,7 @@ from torch import nn
 
 from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.errors import BertforgeError
-from bertforge.model import BertModel, BertPreTrainedModel
-from bertforge.model.bert import SparseLastLayer
+from bertforge.model import BertHeadModel, BertModel
 from bertforge.tasks.common import (Evaluation, Features, Task, TaskSettings, encode_windows, read_lines,
                                     read_text, run_model, softmax, sorted_labels, warn)
 
@@ -64,12 +63,12 @@ def is_regression(config: BertConfig) -> bool:
     return config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
 
 
-class BertForSequenceClassification(SparseLastLayer, BertPreTrainedModel):
+class BertForSequenceClassification(BertHeadModel):
     """BERT + pooler + dropout + linear classifier (one output for regression).
 
-    The pooler reads only [CLS], so on the unpadded path the last layer is computed for the
-    [CLS] rows alone (`sparse_last_layer`; its attention still reads every token): the same
-    logits, without the last layer's feed-forward for every other token.
+    The head reads no position but the pooler's [CLS], so on the unpadded path the last layer is
+    computed for the [CLS] rows alone (`sparse_last_layer`; its attention still reads every
+    token): the same logits, without the last layer's feed-forward for every other token.
     """
 
     architecture = "BertForSequenceClassification"
@@ -87,18 +86,10 @@ class BertForSequenceClassification(SparseLastLayer, BertPreTrainedModel):
                 output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
         """input_ids, token_type_ids, attention_mask (B, T); labels (B,): class ids (IGNORE_INDEX
         to skip) or float targets for regression."""
-        cls_hidden = None
-        if self.sparse_last_layer and self.bert.unpad_inputs and not (output_attentions or output_hidden_states):
-            first = torch.zeros_like(input_ids, dtype=torch.bool)
-            first[:, 0] = True
-            cls_hidden = self.bert.encode_selected(input_ids, token_type_ids, attention_mask, first)  # (B, H)
-        if cls_hidden is not None:
-            pooled, hidden_states, attentions = self.bert.pooler(cls_hidden[:, None]), None, None  # (B, H)
-        else:  # asked for every layer's output, the plain path, or a left-padded row
-            encoded = self.bert(input_ids, token_type_ids, attention_mask, output_attentions=output_attentions,
-                                output_hidden_states=output_hidden_states)
-            pooled, hidden_states, attentions = encoded.pooler_output, encoded.hidden_states, encoded.attentions
-        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        no_position = torch.zeros_like(input_ids, dtype=torch.bool)  # (B, T): the pooled [CLS] only
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, wanted=no_position,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
             if is_regression(self.config):
@@ -107,7 +98,7 @@ class BertForSequenceClassification(SparseLastLayer, BertPreTrainedModel):
                 loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
             else:
                 loss = token_cross_entropy(logits, labels)
-        return ClassifierOutput(loss, logits, hidden_states, attentions)
+        return ClassifierOutput(loss, logits, encoded.hidden_states, encoded.attentions)
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

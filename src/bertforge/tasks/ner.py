@@ -36,7 +36,7 @@ from torch import nn
 
 from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.errors import BertforgeError
-from bertforge.model import BertModel, BertPreTrainedModel
+from bertforge.model import BertHeadModel, BertModel
 from bertforge.tasks.classify import ClassifierOutput, classifier_dropout, token_cross_entropy
 from bertforge.tasks.common import (Evaluation, Features, Task, TaskSettings, encode_windows, has_cjk, read_lines,
                                     run_model, softmax, warn)
@@ -47,7 +47,7 @@ DOCSTART = "-DOCSTART-"
 # -- the head -------------------------------------------------------------------------------
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(BertHeadModel):
     """BERT (no pooler) + dropout + a linear classifier on every token."""
 
     architecture = "BertForTokenClassification"

@@ -54,7 +54,7 @@ from torch import nn
 
 from bertforge.config import BertConfig
 from bertforge.errors import BertforgeError
-from bertforge.model import BertModel, BertPreTrainedModel
+from bertforge.model import BertHeadModel, BertModel
 from bertforge.tasks.common import (Encoded, Evaluation, Features, Task, TaskSettings, encode_windows, has_cjk,
                                     read_lines, read_text, run_model, softmax, warn)
 
@@ -73,7 +73,7 @@ class SpanOutput:
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-class BertForQuestionAnswering(BertPreTrainedModel):
+class BertForQuestionAnswering(BertHeadModel):
     """BERT (no pooler) + a linear layer giving each token a start and an end logit."""
 
     architecture = "BertForQuestionAnswering"
@@ -96,18 +96,20 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         start_logits, end_logits = logits[..., 0], logits[..., 1]  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            length = start_logits.shape[1]
-            # Positions past the sequence are ignored, as transformers does (index = length).
-            start = start_positions.view(-1).clamp(0, length)
-            end = end_positions.view(-1).clamp(0, length)
-            start_scores, end_scores = start_logits.float(), end_logits.float()  # (B, T) each
-            if attention_mask is not None:
-                padding = attention_mask == 0  # (B, T)
-                start_scores = start_scores.masked_fill(padding, torch.finfo(torch.float32).min)
-                end_scores = end_scores.masked_fill(padding, torch.finfo(torch.float32).min)
-            loss = (F.cross_entropy(start_scores, start, ignore_index=length)
-                    + F.cross_entropy(end_scores, end, ignore_index=length)) / 2
+            loss = (self.span_cross_entropy(start_logits, start_positions, attention_mask)
+                    + self.span_cross_entropy(end_logits, end_positions, attention_mask)) / 2
         return SpanOutput(loss, start_logits, end_logits, encoded.hidden_states, encoded.attentions)
+
+    @staticmethod
+    def span_cross_entropy(logits: torch.Tensor, positions: torch.Tensor,
+                           attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy of (B, T) logits against (B,) token indices, padding left out of the
+        softmax; positions past the sequence are ignored, as transformers does (index = T)."""
+        length = logits.shape[1]
+        scores = logits.float()  # (B, T)
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask == 0, torch.finfo(torch.float32).min)
+        return F.cross_entropy(scores, positions.view(-1).clamp(0, length), ignore_index=length)
 
 
 # -- reading ----------------------------------------------------------------------------------
