@@ -110,7 +110,7 @@ def test_same_seed_same_student(tmp_path):
 def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="quantization runs through onnxruntime")
     pytest.importorskip("onnx", reason="quantization exports to ONNX first")
-    from bertforge.export.onnx import load_onnx
+    from bertforge.tasks.loading import load_model
 
     directory = make_model_dir(tmp_path / "classify", "classify")
     out = tmp_path / "int8"
@@ -123,7 +123,7 @@ def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, cap
     assert json.loads((out / "config.json").read_text())["quantization"]["weight_type"] == "QInt8"
     from bertforge.export.onnx import export_onnx
     export_onnx(directory)
-    fp32, int8 = load_onnx(directory), load_onnx(out)
+    fp32, int8 = load_model(directory, backend="onnx"), load_model(out, backend="onnx")
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, fp32.config.vocab_size, (8, 20), generator=generator)
     full = torch.ones_like(input_ids)

@@ -32,7 +32,6 @@ model directory that `predict`, `evaluate`, `serve` and `export` take.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -158,22 +157,20 @@ def build_student(config: DistillConfig, teacher_config: BertConfig, model_class
 def load_teacher(config: DistillConfig) -> tuple[Any, nn.Module, Any, Any]:
     """(task, teacher in eval mode on the CPU, tokenizer, task settings) from `config.teacher`;
     the trainer moves the teacher to its device."""
-    from bertforge.tasks.finetune import load_finetuned
-    from bertforge.tasks.settings import TaskSettings
+    from bertforge.tasks.loading import load_model
 
-    task, teacher, tokenizer, settings = load_finetuned(config.teacher, config.task, TaskSettings(), "cpu")
-    if task.primary(teacher.config) != "accuracy":  # a classifier's metric; regression's is pearson
+    given = {} if config.max_length is None else {"max_length": config.max_length}
+    loaded = load_model(config.teacher, task_name=config.task, device="cpu", settings=given)
+    if loaded.task.primary(loaded.config) != "accuracy":  # a classifier's metric; regression's is pearson
         raise BertforgeError("distillation needs a classifier teacher (this one does regression)", path=config.teacher)
-    if config.max_length is not None:
-        settings = dataclasses.replace(settings, max_length=config.max_length)
-    return task, teacher.eval(), tokenizer, settings
+    return loaded.task, loaded.model.eval(), loaded.tokenizer, loaded.settings
 
 
 def distill(config: DistillConfig) -> dict[str, Any]:
     """Train the student; write OUT/final (best on dev), OUT/metrics.jsonl, OUT/checkpoints and
     OUT/results.json. With `trainer.resume`, a run goes on from its newest checkpoint."""
     from bertforge.tasks.features import FeatureBatches
-    from bertforge.tasks.finetune import SETTINGS_KEY
+    from bertforge.tasks.loading import SETTINGS_KEY
     from bertforge.train import Trainer
     from bertforge.train.hooks import KeepBest
 
@@ -186,10 +183,10 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     dev_examples = task.read(config.dev, settings)
     task.check_labels(train_examples, model.config, config.train)
     features = task.featurize(train_examples, tokenizer, model.config, settings, training=True)
-    dev_features = task.featurize(dev_examples, tokenizer, model.config, settings, training=False)
+    dev_features = task.evaluation_features(dev_examples, tokenizer, model.config, settings)
     micro_batch_size, _ = config.trainer.accumulation(1)
     batches = FeatureBatches(features, micro_batch_size, tokenizer.pad_token_id, shuffle=True,
-                             seed=config.trainer.seed)
+                             seed=config.trainer.seed, collate=task.collate)
 
     def evaluate(student: nn.Module) -> dict[str, float]:
         result = task.evaluate(student, tokenizer, dev_examples, settings, config.eval_batch_size, dev_features)

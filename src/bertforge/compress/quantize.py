@@ -11,7 +11,8 @@ torch.ao's packed int8 modules have no safetensors form (only pickles, which ber
 loads); an ONNX file is plain data and runs with onnxruntime's int8 kernels.
 
 The output directory is a model directory (config.json, tokenizer files) whose weights are
-`model.onnx`; `bertforge predict --backend onnx` and `bertforge serve --backend onnx` use it.
+`model.onnx`; `bertforge predict --backend onnx` and `bertforge serve --backend onnx` use it
+(through `bertforge.tasks.onnx_backend`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class QuantizeReport:
 
 def quantize_model(model_dir: str | Path, out_dir: str | Path, *, per_channel: bool = False) -> QuantizeReport:
     """Write the int8 model directory `out_dir` (atomically: complete or absent)."""
-    from bertforge.export.onnx import DEFAULT_FILE, export_onnx, require_onnxruntime
+    from bertforge.export.onnx import export_onnx
+    from bertforge.tasks.onnx_backend import DEFAULT_FILE, require_onnxruntime
 
     require_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic

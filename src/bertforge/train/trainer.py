@@ -101,12 +101,9 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, run_dir: str | Path, batches: Batches,
                  objective: Objective, *, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                  tokenizer: Any = None, context: distributed.Context | None = None,
-                 run_state: dict[str, Any] | None = None,
-                 on_evaluate: Callable[[int, dict[str, float], nn.Module], bool] | None = None,
                  hooks: Sequence[Hook] = (), evaluate_at_start: bool = True):
         """`hooks` run after each evaluation, in order; any returning True stops the run (early
-        stopping). `on_evaluate(step, metrics, model)` is the older single callback (True stops).
-        `evaluate_at_start=False` skips the evaluation before the first step (fine-tuning: a
+        stopping). `evaluate_at_start=False` skips the evaluation before the first step (fine-tuning: a
         freshly drawn head scores at chance, and the pass over dev only costs time)."""
         self.run_dir = Path(run_dir)
         self.context = context or distributed.setup(config.device)
@@ -122,14 +119,12 @@ class Trainer:
         self.batches = batches
         self.objective = objective
         self.evaluate_fn = evaluate
-        self.on_evaluate = on_evaluate
         self.hooks = list(hooks)
         names = [hook.name for hook in self.hooks]
         if len(set(names)) != len(names):
             raise BertforgeError(f"trainer hooks need distinct names, got {names}")
         self.evaluate_at_start = evaluate_at_start
         self.tokenizer = tokenizer
-        self.run_state = dict(run_state or {})
         self.micro_batch_size, self.accumulation = config.accumulation(self.context.world_size)
         self.step = 0
         self.log = MetricsLog(self.run_dir, enabled=self.context.is_main, tensorboard=config.tensorboard)
@@ -161,7 +156,6 @@ class Trainer:
         self.step = int(state["step"])
         self.batches.load_state_dict(state["data"])
         self.log.truncate_after(self.step)
-        self.run_state.update(state.get("run", {}))
         for hook in self.hooks:
             saved = state.get("hooks", {}).get(hook.name)
             if saved is not None:
@@ -338,14 +332,11 @@ class Trainer:
         return metrics
 
     def _after_evaluation(self, metrics: dict[str, float]) -> bool:
-        """Run every hook (each sees every evaluation) and the callback; True: stop the run."""
-        stops = [hook.on_evaluate(self, metrics) for hook in self.hooks]
-        if self.on_evaluate is not None:
-            stops.append(self.on_evaluate(self.step, metrics, self.bare_model))
-        return any(stops)
+        """Run every hook (each sees every evaluation, none is skipped); True: stop the run."""
+        return any([hook.on_evaluate(self, metrics) for hook in self.hooks])
 
     def save(self) -> Path:
-        state: dict[str, Any] = {"data": self.batches.state_dict(), "run": self.run_state,
+        state: dict[str, Any] = {"data": self.batches.state_dict(),
                                  "hooks": {hook.name: hook.state_dict() for hook in self.hooks}}
         if self.objective_module is not None:
             state["objective"] = {"module": self.objective_module.state_dict(),
