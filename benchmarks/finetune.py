@@ -211,16 +211,14 @@ def train_config(recipe: Recipe, seed: int) -> Any:
 def run_bertforge(recipe: Recipe, paths: dict[str, Path], model_dir: Path | None, vocab: Path | None,
                   preset: str | None, work: Path, seed: int, max_steps: int | None,
                   group_by_length: bool = True) -> dict[str, Any]:
-    from bertforge.tasks.finetune import finetune
-    from bertforge.tasks.settings import TaskSettings
+    from bertforge.tasks.finetune import FinetuneRun, finetune
 
     out = work / "bertforge"
     with PeakMemory() as memory:
-        summary = finetune(task_name=recipe.task, model_dir=model_dir, train_path=paths["train"],
-                           dev_path=paths["dev"], test_path=paths.get("test"), out_dir=out,
-                           settings=TaskSettings(**recipe.settings), train_config=train_config(recipe, seed),
-                           epochs=recipe.epochs, max_steps=max_steps, preset=preset, vocab=vocab,
-                           group_by_length=group_by_length)
+        summary = finetune(FinetuneRun(task=recipe.task, model=model_dir, train=paths["train"], dev=paths["dev"],
+                                       test=paths.get("test"), out=out, settings=recipe.settings,
+                                       trainer=train_config(recipe, seed), epochs=recipe.epochs, max_steps=max_steps,
+                                       preset=preset, vocab=vocab, group_by_length=group_by_length))
     train_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                      if json.loads(line).get("split") == "train"]
     return {"metrics": summary[recipe.eval_split], "train_seconds": train_records[-1]["elapsed_seconds"],
@@ -238,13 +236,12 @@ def run_transformers(recipe: Recipe, paths: dict[str, Path], model_dir: Path | N
 
     from bertforge.config import BertConfig
     from bertforge.tasks import get_task
-    from bertforge.tasks.common import FeatureBatches
-    from bertforge.tasks.finetune import load_tokenizer
-    from bertforge.tasks.settings import TaskSettings
+    from bertforge.tasks.features import FeatureBatches
+    from bertforge.tasks.loading import load_tokenizer
 
     torch.manual_seed(seed)
     task = get_task(recipe.task)
-    settings = TaskSettings(**recipe.settings)
+    settings = task.settings(recipe.settings)
     tokenizer = load_tokenizer(model_dir or Path("."), vocab)
     train_examples = task.read(paths["train"], settings)
     labels = task.label_names(train_examples, settings)

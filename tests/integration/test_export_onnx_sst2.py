@@ -23,13 +23,12 @@ def sst2_model(tmp_path_factory, data_dir):
 
 
 def test_parity_on_sst2_dev_and_predict_backend_onnx(sst2_model, data_dir, tmp_path, capsys):
-    from bertforge.export.models import load_model
-    from bertforge.export.onnx import load_onnx
+    from bertforge.tasks.loading import load_model
 
     onnx_file = tmp_path / "sst2.onnx"
     assert main(["export", "onnx", "--model", str(sst2_model), "--out", str(onnx_file)]) == 0
     assert json.loads(capsys.readouterr().out)["max_abs_diff_vs_pytorch"] < 1e-4
-    torch_side, onnx_side = load_model(sst2_model), load_onnx(sst2_model, onnx_file)
+    torch_side, onnx_side = load_model(sst2_model), load_model(sst2_model, backend="onnx", onnx_file=onnx_file)
     lines = (data_dir / "glue/sst2/dev.tsv").read_text(encoding="utf-8").split("\n")[1:257]
     sentences = [line.split("\t")[0].strip() for line in lines]
     worst = 0.0

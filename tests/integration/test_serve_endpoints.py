@@ -93,7 +93,7 @@ def test_qa_on_squad_questions(servers, models, data_dir):
 def test_fill_mask_embed_and_attention(servers, models):
     import torch
 
-    from bertforge.export.models import load_model
+    from bertforge.tasks.loading import load_model
     from bertforge.serve.engine import pool
 
     loaded = load_model(models["pretraining"])

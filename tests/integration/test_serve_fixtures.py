@@ -51,14 +51,13 @@ def _first_articles(source: Path, target: Path, skip: int, count: int, paragraph
 
 
 def _fine_tune(kind: str, train: Path, dev: Path, out: Path, vocab: Path, steps: int, settings: dict) -> Path:
-    from bertforge.tasks.finetune import finetune
-    from bertforge.tasks.settings import TaskSettings
+    from bertforge.tasks.finetune import FinetuneRun, finetune
     from bertforge.train.config import TrainConfig
 
     config = TrainConfig(batch_size=16, max_steps=steps, learning_rate=2e-3, warmup_ratio=0.1, progress=False,
                          tensorboard=False, keep_last=1, log_every=5)
-    finetune(task_name=kind, model_dir=None, train_path=train, dev_path=dev, out_dir=out,
-             settings=TaskSettings(**settings), train_config=config, max_steps=steps, preset="tiny", vocab=vocab)
+    finetune(FinetuneRun(task=kind, train=train, dev=dev, out=out, settings=settings, trainer=config,
+                         max_steps=steps, preset="tiny", vocab=vocab))
     return out / "final"
 
 
@@ -152,7 +151,7 @@ def wait_until_up(server: Server, timeout: float = 120.0) -> None:
 
 
 def test_the_fine_tuned_models_are_task_directories(tmp_path_factory, data_dir):
-    from bertforge.export.models import kind_of, read_config
+    from bertforge.tasks.loading import kind_of, read_config
 
     models = build_models(tmp_path_factory.getbasetemp() / "serve-models", data_dir)
     assert {kind: kind_of(read_config(path)) for kind, path in models.items()} == {

@@ -14,8 +14,9 @@ pytest.importorskip("onnx", reason="ONNX export is an optional extra: pip instal
 pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
 
 from bertforge.cli.main import main  # noqa: E402
-from bertforge.export.models import load_model  # noqa: E402
-from bertforge.export.onnx import OnnxModel, export_onnx, load_onnx  # noqa: E402
+from bertforge.export.onnx import export_onnx  # noqa: E402
+from bertforge.tasks.loading import load_model  # noqa: E402
+from bertforge.tasks.onnx_backend import OnnxModel  # noqa: E402
 from test_serve_models import make_model_dir  # noqa: E402
 
 
@@ -58,11 +59,11 @@ def test_export_matches_pytorch_on_other_shapes(tmp_path, kind, outputs):
 def test_task_predictions_through_onnxruntime(tmp_path, kind):
     directory = make_model_dir(tmp_path / kind, kind)
     export_onnx(directory)
-    torch_side, onnx_side = load_model(directory), load_onnx(directory)
+    torch_side, onnx_side = load_model(directory), load_model(directory, backend="onnx")
     assert onnx_side.kind == kind and onnx_side.settings == torch_side.settings
     if kind == "qa":
         inputs = onnx_side.task.inputs_from_texts(["who lives in paris ?", "where is berlin ?"], onnx_side.settings,
-                                                  "john smith lives in paris . " * 8)  # several windows
+                                                  context="john smith lives in paris . " * 8)  # several windows
     else:
         inputs = onnx_side.task.inputs_from_texts(["the film is good", "peter went to berlin and paris ."],
                                                   onnx_side.settings)

@@ -49,7 +49,7 @@ def make_model_dir(directory: Path, kind: str, seed: int = 0) -> Path:
                                             ("pretraining", "masked_lm"), ("masked_lm", "masked_lm"),
                                             ("encoder", "encoder")])
 def test_kind_of_a_directory(tmp_path, kind, expected):
-    from bertforge.export.models import kind_of, load_model, read_config
+    from bertforge.tasks.loading import kind_of, load_model, read_config
 
     directory = make_model_dir(tmp_path / kind, kind)
     assert kind_of(read_config(directory)) == expected

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from bertforge.errors import BertforgeError
-from bertforge.tasks.classify import (BertForSequenceClassification, ClassifyTask, accuracy, average_ranks, macro_f1,
+from bertforge.tasks.classify import (BertForSequenceClassification, ClassifySettings, ClassifyTask, accuracy, average_ranks, macro_f1,
                                       matthews_correlation, pearson, read_classification, spearman)
-from bertforge.tasks.settings import TaskSettings
 from test_tasks_common import tiny_config, write_vocab
 
-SETTINGS = TaskSettings()
+SETTINGS = ClassifySettings()
 
 
 def write(path, text, encoding="utf-8"):
@@ -51,7 +50,7 @@ def test_rte_pairs_and_thucnews_headerless(tmp_path):
 
 def test_csv_with_quoted_newline_and_configurable_columns(tmp_path):
     path = write(tmp_path / "reviews.csv", 'stars,body\n1,"很好,""推荐""\n第二行"\n0,差\n')
-    settings = TaskSettings(text_column="body", label_column="stars")
+    settings = ClassifySettings(text_column="body", label_column="stars")
     examples = read_classification(path, settings)
     assert examples[0].text == '很好,"推荐"\n第二行' and examples[0].label == "1"
     assert examples[1].line == 4
@@ -60,14 +59,14 @@ def test_csv_with_quoted_newline_and_configurable_columns(tmp_path):
 def test_jsonl_with_configurable_keys(tmp_path):
     path = write(tmp_path / "data.jsonl", json.dumps({"review": "好", "y": 1}) + "\n\n"
                  + json.dumps({"review": "差", "y": 0}) + "\n")
-    examples = read_classification(path, TaskSettings(label_column="y"))
+    examples = read_classification(path, ClassifySettings(label_column="y"))
     assert [(e.text, e.label, e.line) for e in examples] == [("好", "1", 1), ("差", "0", 3)]
 
 
 def test_wrong_column_names_the_file_line_and_columns(tmp_path):
     path = write(tmp_path / "train.tsv", "sentence\tlabel\nfine\t1\n")
     with pytest.raises(BertforgeError, match=r"train.tsv:1: no label column 'polarity'.*'sentence', 'label'"):
-        read_classification(path, TaskSettings(label_column="polarity"))
+        read_classification(path, ClassifySettings(label_column="polarity"))
 
 
 def test_malformed_rows_name_the_file_and_line(tmp_path):

@@ -1,4 +1,5 @@
-"""tasks.common: file reading, packed features, dynamic padding, length-grouped batches, resume."""
+"""tasks.reading, tasks.features, the registry and settings: file reading, packed features, dynamic
+padding, length-grouped batches, resume."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from bertforge.config import IGNORE_INDEX
 from bertforge.errors import BertforgeError
 from bertforge.tasks import get_task
-from bertforge.tasks.common import FeatureBatches, Features, batch_order, collate, read_lines
+from bertforge.tasks.features import FeatureBatches, Features, batch_order, collate
+from bertforge.tasks.reading import read_lines
 from bertforge.tasks.settings import TaskSettings
 
 # Shared by the other test_tasks_* files (imported from here): a tiny vocab written in the test.
@@ -108,7 +110,7 @@ def test_settings_check_themselves():
     with pytest.raises(BertforgeError):
         TaskSettings(max_length=4)
     with pytest.raises(BertforgeError):
-        TaskSettings(stride=-1)
+        get_task("ner").settings_class(stride=-1)
 
 
 def test_unknown_task_is_a_user_error():
@@ -125,10 +127,15 @@ def test_every_finetune_recipe_parses():
     for recipe in recipes:
         options = load_config(FinetuneOptions, recipe)
         assert options.task in ("classify", "ner", "qa"), recipe
+        get_task(options.task).settings(options.settings)  # every settings.* key is the task's own
 
 
 def test_best_tracker_keeps_the_best_and_stops_after_patience(tmp_path):
-    from bertforge.tasks.finetune import BestTracker
+    # Fine-tuning keeps its best model with the trainer's KeepBest hook (on the dev metric).
+    from types import SimpleNamespace
+
+    from bertforge.train.distributed import Context
+    from bertforge.train.hooks import KeepBest
 
     saved = []
 
@@ -141,12 +148,15 @@ def test_best_tracker_keeps_the_best_and_stops_after_patience(tmp_path):
             (directory / "name").write_text(self.name)
             saved.append(self.name)
 
-    tracker = BestTracker(tmp_path / "final", "accuracy", patience=2, tokenizer=None)
-    assert tracker.update(10, 0.5, FakeModel("a")) is False
-    assert tracker.update(20, 0.7, FakeModel("b")) is False
-    assert tracker.update(30, 0.6, FakeModel("c")) is False
-    resumed = BestTracker(tmp_path / "final", "accuracy", patience=2, tokenizer=None)
-    resumed.load_state(tracker.state())
-    assert resumed.update(40, 0.7, FakeModel("d")) is True  # not better: second stale evaluation
+    def trainer(step, name):
+        return SimpleNamespace(step=step, bare_model=FakeModel(name), tokenizer=None, context=Context(0, 1, 0, "cpu"))
+
+    tracker = KeepBest(tmp_path / "final", "dev_accuracy", patience=2)
+    assert tracker.on_evaluate(trainer(10, "a"), {"dev_accuracy": 0.5}) is False
+    assert tracker.on_evaluate(trainer(20, "b"), {"dev_accuracy": 0.7}) is False
+    assert tracker.on_evaluate(trainer(30, "c"), {"dev_accuracy": 0.6}) is False
+    resumed = KeepBest(tmp_path / "final", "dev_accuracy", patience=2)
+    resumed.load_state_dict(tracker.state_dict())
+    assert resumed.on_evaluate(trainer(40, "d"), {"dev_accuracy": 0.7}) is True  # not better: second stale evaluation
     assert saved == ["a", "b"] and (tmp_path / "final" / "name").read_text() == "b"
     assert resumed.best_step == 20

@@ -9,12 +9,11 @@ import torch
 
 from bertforge.config import IGNORE_INDEX
 from bertforge.errors import BertforgeError
-from bertforge.tasks.ner import (BertForTokenClassification, NerTask, WordExample, chunks, convert_scheme, entity_scores,
+from bertforge.tasks.ner import (BertForTokenClassification, NerSettings, NerTask, WordExample, chunks, convert_scheme, entity_scores,
                                  first_subtokens, read_conll, split_words)
-from bertforge.tasks.settings import TaskSettings
 from test_tasks_common import tiny_config, write_vocab
 
-SETTINGS = TaskSettings()
+SETTINGS = NerSettings()
 
 
 def test_chunks_follow_conlleval():
@@ -116,7 +115,7 @@ def test_first_subtoken_labels_windows_and_predicted_spans(tmp_path, tokenizer):
     assert features.labels_of(0).tolist() == [IGNORE_INDEX, 2, 3, 0, IGNORE_INDEX, 0, 1, IGNORE_INDEX]
 
     # Windows of 8 tokens with stride 2: every word still gets exactly one prediction.
-    small = TaskSettings(max_length=8, stride=2)
+    small = NerSettings(max_length=8, stride=2)
     longer = [WordExample(examples[0].words * 2, (examples[0].tags or []) * 2, 1)]
     windowed = task.featurize(longer, tokenizer, config, small, training=True)
     assert len(windowed) > 1 and windowed.lengths.max() <= 8

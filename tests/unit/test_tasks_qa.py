@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from bertforge.errors import BertforgeError
-from bertforge.tasks.common import Encoded
-from bertforge.tasks.qa import (BertForQuestionAnswering, QuestionAnsweringTask, answer_tokens, best_spans,
+from bertforge.tasks.windows import Encoded
+from bertforge.tasks.qa import (BertForQuestionAnswering, QaSettings, QuestionAnsweringTask, answer_tokens, best_spans,
                                 cmrc_f1, cmrc_scores, cmrc_segments, cmrc_strip, normalize_answer, read_squad,
                                 squad_f1, squad_scores)
-from bertforge.tasks.settings import TaskSettings
 from test_tasks_common import tiny_config, write_vocab
 
 
@@ -87,10 +86,10 @@ def squad_file(tmp_path, start, text="France"):
 
 def test_mismatched_answer_start_warns_and_moves_to_the_nearest_occurrence(tmp_path):
     with pytest.warns(UserWarning, match="1 answer.*does not match.*question q1.*1 moved"):
-        examples = read_squad(squad_file(tmp_path, 18), TaskSettings())
+        examples = read_squad(squad_file(tmp_path, 18), QaSettings())
     assert examples[0].answers[0]["answer_start"] == 20
     with pytest.warns(UserWarning, match="1 not found"):
-        examples = read_squad(squad_file(tmp_path, 3, "Spain"), TaskSettings())
+        examples = read_squad(squad_file(tmp_path, 3, "Spain"), QaSettings())
     assert examples[0].answers[0]["answer_start"] == -1
 
 
@@ -98,10 +97,10 @@ def test_reader_structure_errors(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"data": [{"paragraphs": [{"qas": []}]}]}', encoding="utf-8")
     with pytest.raises(BertforgeError, match=r"bad.json: data\[0\].paragraphs\[0\] has no 'context'"):
-        read_squad(path, TaskSettings())
+        read_squad(path, QaSettings())
     path.write_text('{"data": [\n oops', encoding="utf-8")
     with pytest.raises(BertforgeError, match=r"bad.json:2: not valid JSON"):
-        read_squad(path, TaskSettings())
+        read_squad(path, QaSettings())
 
 
 def test_long_context_windows_train_positions_and_predictions(tmp_path):
@@ -114,7 +113,7 @@ def test_long_context_windows_train_positions_and_predictions(tmp_path):
          "answers": [{"text": "new york", "answer_start": context.index("new york")}]}]}]}]}
     path = tmp_path / "train.json"
     path.write_text(json.dumps(document), encoding="utf-8")
-    settings = TaskSettings(max_length=32, doc_stride=8, max_query_length=8, max_answer_length=4)
+    settings = QaSettings(max_length=32, doc_stride=8, max_query_length=8, max_answer_length=4)
     task = QuestionAnsweringTask()
     examples = task.read(path, settings)
     prepared = task._features(examples, tokenizer, settings, training=True)
@@ -127,7 +126,7 @@ def test_long_context_windows_train_positions_and_predictions(tmp_path):
             assert context[w.offsets[start, 0]:w.offsets[end, 1]] == "new york"
     assert found >= 1
     model = BertForQuestionAnswering(tiny_config(tokenizer.vocab_size))
-    records = task.predict(model, tokenizer, task.inputs_from_texts(["who lives in paris ?"], settings, context),
+    records = task.predict(model, tokenizer, task.inputs_from_texts(["who lives in paris ?"], settings, context=context),
                            settings)
     record = records[0]
     assert context[record["start"]:record["end"]] == record["answer"]

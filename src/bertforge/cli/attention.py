@@ -1,5 +1,5 @@
 """`bertforge attention`: attention maps of one text as a PNG or an interactive HTML page
-(see bertforge.export.attention)."""
+(see bertforge.explain.attention)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ class AttentionOptions:
 
 def run(options: AttentionOptions) -> int:
     from bertforge.errors import BertforgeError
-    from bertforge.export.attention import write_attention
-    from bertforge.export.models import load_model
+    from bertforge.explain.attention import write_attention
+    from bertforge.tasks.loading import load_model
 
     if len(options.texts) != 1:
         raise BertforgeError(f"attention takes one text, got {len(options.texts)} (quote the sentence)")

@@ -20,7 +20,8 @@ def run_onnx(options: ExportOnnxOptions) -> int:
     import json
 
     from bertforge.errors import BertforgeError
-    from bertforge.export.onnx import export_onnx, require_onnxruntime
+    from bertforge.export.onnx import export_onnx
+    from bertforge.tasks.onnx_backend import require_onnxruntime
 
     if options.model is None:
         raise BertforgeError("export onnx needs --model DIR")

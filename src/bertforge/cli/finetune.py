@@ -1,9 +1,13 @@
-"""`bertforge finetune`, `bertforge evaluate` and `bertforge predict`: text classification,
-NER and extractive QA (see bertforge.tasks for the data formats, heads and metrics).
+"""`bertforge finetune`, `bertforge evaluate` and `bertforge predict`, for every registered task
+(bertforge.tasks.registry: classify, ner, qa, and any task registered at runtime; see each task
+module for its data formats, head and metrics).
 
 Task settings (columns, max_length, doc_stride, ...) live under `settings.*`, trainer settings
 under `trainer.*` (bertforge.train.TrainConfig); both can come from a recipe in
 configs/finetune/*.yaml (`--config`) and dotted overrides such as `trainer.learning_rate=3e-5`.
+The type of the `settings` section depends on the task (its `settings_class`), so it is read
+as a mapping here and checked key by key against the task's dataclass as soon as the task is
+known (`Task.settings`), before anything is written.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bertforge.cli.command import Command, option
-from bertforge.tasks.settings import TaskSettings
+from bertforge.tasks.registry import task_names
 from bertforge.train.config import TrainConfig
 
-TaskName = Literal["classify", "ner", "qa"]
+TASK_HELP = ", ".join(task_names())
+SETTINGS_HELP = "task settings (settings.*; each task's settings dataclass lists them)"
 
 
 def _show_warnings() -> None:
@@ -32,7 +37,7 @@ def _show_warnings() -> None:
 
 @dataclass
 class FinetuneOptions:
-    task: TaskName | None = option(None, help="classify, ner or qa")
+    task: str | None = option(None, help=f"the task: {TASK_HELP} (or one registered at runtime)")
     model: Path | None = option(None, help="pretrained model directory (Hugging Face layout, with vocab.txt)")
     train: Path | None = option(None, help="training file")
     dev: Path | None = option(None, help="dev file: picks the best model, and early stopping")
@@ -46,26 +51,23 @@ class FinetuneOptions:
     preset: str | None = option(None, help="with --vocab and no --model: a random model of this size (tiny, mini, base ...)")
     vocab: Path | None = option(None, help="vocab.txt to use instead of the model directory's")
     group_by_length: bool = option(True, help="batch examples of similar length together (less padding)")
-    settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+    settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
     trainer: TrainConfig = option(default_factory=TrainConfig, help="trainer settings (trainer.*)")
 
 
 def run_finetune(options: FinetuneOptions) -> int:
+    from dataclasses import fields
+
     from bertforge.config import to_plain
     from bertforge.errors import BertforgeError
-    from bertforge.tasks.finetune import finetune, print_json
+    from bertforge.tasks.finetune import FinetuneRun, finetune, print_json
 
     _show_warnings()
     missing = [name for name in ("task", "train", "dev", "out") if getattr(options, name) is None]
     if missing:
         raise BertforgeError(f"finetune needs {', '.join('--' + name for name in missing)}")
-    summary = finetune(
-        task_name=options.task, model_dir=options.model, train_path=options.train, dev_path=options.dev,  # type: ignore[arg-type]
-        test_path=options.test, out_dir=options.out, settings=options.settings,  # type: ignore[arg-type]
-        train_config=options.trainer, epochs=options.epochs, max_steps=options.max_steps,
-        patience=options.patience, eval_batch_size=options.eval_batch_size, init=options.init,
-        preset=options.preset, vocab=options.vocab, group_by_length=options.group_by_length,
-        resolved_options=to_plain(options))
+    values = {f.name: getattr(options, f.name) for f in fields(FinetuneRun) if hasattr(options, f.name)}
+    summary = finetune(FinetuneRun(**values, resolved_options=to_plain(options)))
     print_json(summary)
     return 0
 
@@ -74,12 +76,12 @@ def run_finetune(options: FinetuneOptions) -> int:
 class EvaluateOptions:
     model: Path | None = option(None, help="fine-tuned model directory")
     data: Path | None = option(None, help="labelled file to score")
-    task: TaskName | None = option(None, help="classify, ner or qa (default: the model's own)")
+    task: str | None = option(None, help=f"{TASK_HELP} (default: the model's own)")
     out: Path | None = option(None, help="metrics JSON file (default: MODEL/eval-<data name>.json)")
     predictions: Path | None = option(None, help="also write one JSON line per example here")
     batch_size: int = option(64, help="examples per forward pass")
     device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
-    settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+    settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
 
 
 def run_evaluate(options: EvaluateOptions) -> int:
@@ -105,14 +107,14 @@ def run_evaluate(options: EvaluateOptions) -> int:
 class PredictOptions:
     texts: list[str] = option(default_factory=list, positional=True, help="texts (questions for qa) to predict on")
     model: Path | None = option(None, help="fine-tuned model directory")
-    task: TaskName | None = option(None, help="classify, ner or qa (default: the model's own)")
+    task: str | None = option(None, help=f"{TASK_HELP} (default: the model's own)")
     input: Path | None = option(None, help="file of inputs: the task's data format, text lines, or JSON lines")
     context: str | None = option(None, help="qa: the context the questions are asked about")
     text_pair: str | None = option(None, help="classify: the second text, for models trained on pairs")
     out: Path | None = option(None, help="write the JSON lines here instead of standard output")
     batch_size: int = option(64, help="examples per forward pass")
     device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
-    settings: TaskSettings = option(default_factory=TaskSettings, help="task settings (settings.*)")
+    settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
     backend: Literal["torch", "onnx"] = option("torch", help="torch, or onnx: onnxruntime on MODEL/model.onnx "
                                                              "(bertforge export onnx / quantize)")
     onnx_file: Path | None = option(None, help="with --backend onnx: the ONNX graph (default MODEL/model.onnx)")
@@ -127,18 +129,11 @@ def run_predict(options: PredictOptions) -> int:
     _show_warnings()
     if options.model is None:
         raise BertforgeError("predict needs --model DIR")
-    if options.backend == "onnx":
-        # The onnxruntime backend (bertforge.export.onnx) runs the same task predict code.
-        from bertforge.export.onnx import predict_onnx
-
-        records = predict_onnx(model_dir=options.model, task_name=options.task, settings=options.settings,
-                               texts=options.texts, input_path=options.input, context=options.context,
-                               text_pair=options.text_pair, batch_size=options.batch_size,
-                               onnx_file=options.onnx_file)
-    else:
-        records = predict(model_dir=options.model, task_name=options.task, settings=options.settings,
-                          texts=options.texts, input_path=options.input, context=options.context,
-                          text_pair=options.text_pair, batch_size=options.batch_size, device=options.device)
+    # The onnx backend (bertforge.tasks.onnx_backend) runs the same task predict code.
+    records = predict(model_dir=options.model, task_name=options.task, settings=options.settings,
+                      texts=options.texts, input_path=options.input, context=options.context,
+                      text_pair=options.text_pair, batch_size=options.batch_size, device=options.device,
+                      backend=options.backend, onnx_file=options.onnx_file)
     if options.out is not None:
         write_predictions(options.out, records)
     else:
@@ -150,7 +145,7 @@ def run_predict(options: PredictOptions) -> int:
 
 COMMANDS = [
     Command(("finetune",), FinetuneOptions, run_finetune,
-            "fine-tune a BERT checkpoint for classification, NER or extractive QA",
+            "fine-tune a BERT checkpoint for a task: classification, NER, extractive QA, or a registered one",
             examples=[
                 "bertforge finetune --config configs/finetune/sst2.yaml --model MODEL_DIR --out runs/sst2",
                 "bertforge finetune --task ner --model MODEL_DIR --train conll2003/train.txt "

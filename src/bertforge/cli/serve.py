@@ -44,7 +44,8 @@ def run(options: ServeOptions) -> int:
 
 COMMANDS = [Command(
     ("serve",), ServeOptions, run,
-    "serve a model over HTTP: /v1/classify|ner|qa|fill-mask|embed, /attention, /healthz, /metrics, /docs",
+    "serve a model over HTTP: /v1/<task> (classify, ner, qa ...), /v1/fill-mask|embed, /attention, /healthz, "
+    "/metrics, /docs",
     examples=[
         "bertforge serve --model runs/sst2/final",
         "bertforge serve --model runs/pretrain/final --port 8080       # fill-mask, embed, attention",

@@ -1,4 +1,5 @@
-"""Hugging Face layout: the one place that knows transformers' key names.
+"""Hugging Face layout: the one place that maps transformers' key names. A fine-tuning task's
+head declares its own head key map as the class attribute `hf_key_map`, which is read here.
 
 Loading accepts:
 - `model.safetensors` (or a sharded `model.safetensors.index.json`), else `pytorch_model.bin`
@@ -43,17 +44,15 @@ _ENCODER_MODULES: dict[str, str] = {
     "pooler.dense": "pooler.dense",
 }
 
-# Head module paths (outside `bert.`) per architecture, internal -> Hugging Face.
-# `mlm` itself holds the output bias, HF's `cls.predictions.bias`.
+# Head module paths (outside `bert.`) of the model layer's architectures, internal -> Hugging
+# Face. `mlm` itself holds the output bias, HF's `cls.predictions.bias`. A task's head declares
+# its own map as the class attribute `hf_key_map` (see bertforge.tasks.task), read here.
 _MLM_HEAD = {"mlm": "cls.predictions", "mlm.transform": "cls.predictions.transform.dense",
              "mlm.layer_norm": "cls.predictions.transform.LayerNorm"}
 _HEAD_MODULES: dict[str, dict[str, str]] = {
     "BertModel": {},
     "BertForPreTraining": {**_MLM_HEAD, "nsp": "cls.seq_relationship"},
     "BertForMaskedLM": dict(_MLM_HEAD),
-    "BertForSequenceClassification": {"classifier": "classifier"},
-    "BertForTokenClassification": {"classifier": "classifier"},
-    "BertForQuestionAnswering": {"span_classifier": "qa_outputs"},
 }
 
 # Tensors transformers writes that carry nothing of their own: tied copies and buffers.
@@ -74,17 +73,21 @@ def _rename(name: str, modules: dict[str, str]) -> str | None:
     return f"{target}.{param}"
 
 
-def _head_modules(architecture: str) -> dict[str, str]:
-    modules = _HEAD_MODULES.get(architecture)
+def _head_modules(model: torch.nn.Module) -> dict[str, str]:
+    """The head key map of `model`: its class's `hf_key_map`, else the model layer's table."""
+    modules = getattr(model, "hf_key_map", None)
     if modules is None:
-        raise BertforgeError(f"no Hugging Face key map for architecture {architecture!r}")
+        architecture = getattr(model, "architecture", "BertModel")
+        modules = _HEAD_MODULES.get(architecture)
+        if modules is None:
+            raise BertforgeError(f"no Hugging Face key map for architecture {architecture!r}")
     return modules
 
 
 def to_hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Our state dict under Hugging Face names, query/key/value split, ready for safetensors."""
     architecture = getattr(model, "architecture", "BertModel")
-    heads = _head_modules(architecture)
+    heads = _head_modules(model)
     bare = architecture == "BertModel"
     hidden = model.config.hidden_size
     result: dict[str, torch.Tensor] = {}
@@ -120,7 +123,7 @@ def from_hf_state_dict(model: torch.nn.Module, hf_state: dict[str, torch.Tensor]
     """
     architecture = getattr(model, "architecture", "BertModel")
     encoder_inverse = {hf: ours for ours, hf in _ENCODER_MODULES.items()}
-    head_inverse = {hf: ours for ours, hf in _head_modules(architecture).items()}
+    head_inverse = {hf: ours for ours, hf in _head_modules(model).items()}
     prefix = "" if architecture == "BertModel" else "bert."
     own = model.state_dict()
     hidden = model.config.hidden_size

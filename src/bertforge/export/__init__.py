@@ -1,7 +1,6 @@
-"""Exporting and compressing a model directory: ONNX export and an onnxruntime backend
-(`bertforge.export.onnx`), dynamic int8 quantization (`bertforge.export.quantize`), task
-distillation (`bertforge.export.distill`) and attention maps (`bertforge.export.attention`).
+"""Exporting a model directory to ONNX (`bertforge.export.onnx`); the onnxruntime backend that
+runs the graph is `bertforge.tasks.onnx_backend`.
 
-Nothing is imported here: onnx, onnxruntime and matplotlib are optional extras, imported by
-the modules that need them, so `import bertforge` never pulls them in.
+Nothing is imported here: onnx and onnxruntime are optional extras, imported by the modules
+that need them, so `import bertforge` never pulls them in.
 """

@@ -1,6 +1,6 @@
 """`bertforge serve`: a model directory behind an HTTP API (FastAPI on uvicorn).
 
-- `engine`: inference for each endpoint (the tasks' own predict, fill-mask, embeddings, attention);
+- `engine`: inference for each endpoint (the task's own predict, fill-mask, embeddings, attention);
 - `batching`: micro-batching of requests that arrive together, on one model thread;
 - `app`: routes, pydantic validation, limits, JSON errors, /healthz, /metrics, /attention;
 - `server`: uvicorn with a graceful shutdown; `settings`: the options.

@@ -1,7 +1,9 @@
 """The HTTP API (FastAPI): one model directory behind /v1/* endpoints, /healthz, /metrics,
 /attention and the OpenAPI docs (/docs, /openapi.json).
 
-Only the endpoints the directory can answer are routed and documented; the others answer 404
+A fine-tuned model's task is served at its `Task.route` (/v1/<task name>) with the request and
+prediction models the task declares (`Task.serve_api`); fill-mask, embed and attention are the
+encoder's. Only the endpoints the directory can answer are routed and documented; the others answer 404
 with a JSON error that says why. Every error is JSON of one shape,
 `{"error": {"status", "type", "message", "details"}}`:
 - 413 for a body over `max_body_bytes` (refused before parsing), more than `max_items` inputs,
@@ -13,6 +15,7 @@ with a JSON error that says why. Every error is JSON of one shape,
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -21,27 +24,33 @@ from typing import Any, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from pydantic import create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertforge import __version__
 from bertforge.errors import BertforgeError
 from bertforge.serve import schemas
 from bertforge.serve.batching import MicroBatcher, ShuttingDown
-from bertforge.serve.engine import ENDPOINTS, Engine
+from bertforge.serve.engine import Engine
 from bertforge.serve.metrics import Registry
 from bertforge.serve.settings import ServeSettings
+from bertforge.tasks.task import RequestError, Task
 
 logger = logging.getLogger("bertforge.serve")
 
-ROUTES = {"classify": "/v1/classify", "ner": "/v1/ner", "qa": "/v1/qa", "fill-mask": "/v1/fill-mask",
-          "embed": "/v1/embed", "attention": "/v1/attention"}
+ENCODER_ROUTES = {"fill-mask": "/v1/fill-mask", "embed": "/v1/embed", "attention": "/v1/attention"}
 WHY_NOT = {
-    "classify": "the model is not a fine-tuned classifier",
-    "ner": "the model is not a fine-tuned token classifier (NER)",
-    "qa": "the model is not a fine-tuned question-answering model",
     "fill-mask": "the model has no masked-LM head (serve a pretrained model for fill-mask)",
     "attention": "attention maps need the PyTorch backend",
 }
+OPERATIONS = ("/healthz", "/metrics", "/attention", "/docs", "/openapi.json")
+
+
+def routes() -> dict[str, str]:
+    """Endpoint -> path: every registered task's (`Task.route`), then the encoder's."""
+    from bertforge.tasks.registry import all_tasks
+
+    return {**{task.name: task.route for task in all_tasks()}, **ENCODER_ROUTES}
 
 
 class ApiError(Exception):
@@ -110,7 +119,7 @@ class Observe:
 
     def __init__(self, app: Any, metrics: Registry):
         self.app, self.metrics = app, metrics
-        self.known = set(ROUTES.values()) | {"/healthz", "/metrics", "/attention", "/docs", "/openapi.json"}
+        self.known = set(routes().values()) | set(OPERATIONS)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -144,6 +153,31 @@ def _validation_details(error: RequestValidationError) -> list[dict]:
     return details
 
 
+class _Api:
+    """What the route handlers of one app share: the engine, the limits and the micro-batcher."""
+
+    def __init__(self, engine: Engine, settings: ServeSettings, batcher: MicroBatcher):
+        self.engine, self.settings, self.batcher = engine, settings, batcher
+        self.model_name = engine.directory.name
+
+    def check_sizes(self, texts: list[str]) -> None:
+        if len(texts) > self.settings.max_items:
+            raise ApiError(413, "payload_too_large",
+                           f"{len(texts)} inputs in one request; the limit is {self.settings.max_items}")
+        for index, text in enumerate(texts):
+            if len(text) > self.settings.max_text_chars:
+                raise ApiError(413, "payload_too_large", f"input {index} has {len(text)} characters; "
+                                                         f"the limit is {self.settings.max_text_chars}")
+
+    async def call(self, endpoint: str, params: tuple, items: list[Any]) -> list[Any]:
+        try:
+            return await self.batcher.call(endpoint, params, items)
+        except ShuttingDown:
+            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+        except BertforgeError as error:
+            raise ApiError(422, "unprocessable_input", str(error)) from None
+
+
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
     """The application for `engine`; its lifespan starts and drains the micro-batcher."""
     settings = settings or ServeSettings()
@@ -168,12 +202,34 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             state["draining"] = True
             await batcher.close()
 
-    model_name = engine.directory.name
     app = FastAPI(title="bertforge", version=__version__, lifespan=lifespan,
-                  description=f"Model `{model_name}` ({engine.kind}, {engine.backend} backend). "
+                  description=f"Model `{engine.directory.name}` ({engine.kind}, {engine.backend} backend). "
                               f"Endpoints: {', '.join(engine.endpoints)}.",
                   responses={413: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse}})
     app.state.engine, app.state.batcher, app.state.metrics, app.state.settings = engine, batcher, metrics, settings
+    api = _Api(engine, settings, batcher)
+    _add_error_handlers(app)
+    if engine.loaded.task is not None:
+        _add_task_route(app, api, engine.loaded.task)
+    _add_encoder_routes(app, api)
+    _add_unserved_routes(app, set(engine.endpoints))
+
+    @app.get("/healthz", response_model=schemas.Health, tags=["operations"], summary="liveness and what is served")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "draining" if state["draining"] else "ok", "model": api.model_name, "kind": engine.kind,
+                "backend": engine.backend, "endpoints": engine.endpoints, "micro_batching": settings.micro_batching}
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"], summary="Prometheus metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe, metrics=metrics)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as `{"error": {"status", "type", "message", "details"}}` (see the module docstring)."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -203,112 +259,85 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         logger.exception("internal error on %s", request.url.path)
         return error_response(500, "internal_error", "internal server error")
 
-    def check_sizes(texts: list[str]) -> None:
-        if len(texts) > settings.max_items:
-            raise ApiError(413, "payload_too_large",
-                           f"{len(texts)} inputs in one request; the limit is {settings.max_items}")
-        for index, text in enumerate(texts):
-            if len(text) > settings.max_text_chars:
-                raise ApiError(413, "payload_too_large",
-                               f"input {index} has {len(text)} characters; the limit is {settings.max_text_chars}")
 
-    async def call(endpoint: str, params: tuple, items: list[Any]) -> list[Any]:
+def _add_task_route(app: FastAPI, api: _Api, task: Task) -> None:
+    """POST task.route: the task's request body -> {"model", "predictions": [task's prediction]}."""
+    spec = task.serve_api()
+    name = spec.request.__name__.removesuffix("Request")
+    response = create_model(f"{name}Response", model=(str, ...), predictions=(list[spec.prediction], ...))
+
+    async def predict(body: Any) -> dict[str, Any]:
         try:
-            return await batcher.call(endpoint, params, items)
-        except ShuttingDown:
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
-        except BertforgeError as error:
-            raise ApiError(422, "unprocessable_input", str(error)) from None
+            call = task.serve_inputs(body, api.engine.loaded.settings)
+        except RequestError as error:
+            raise ApiError(422, "validation_error", str(error)) from None
+        for texts in call.texts:
+            api.check_sizes(texts)
+        return {"model": api.model_name, "predictions": await api.call(task.name, call.params, call.items)}
 
-    offered = set(engine.endpoints)
+    # FastAPI reads the body's model from the signature; the task's model is known only now.
+    body = inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=spec.request)
+    predict.__signature__ = inspect.Signature([body], return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+    predict.__name__ = task.name.replace("-", "_")
+    app.post(task.route, response_model=response, tags=["tasks"], summary=spec.summary)(predict)
 
-    if "classify" in offered:
-        @app.post(ROUTES["classify"], response_model=schemas.ClassifyResponse, tags=["tasks"],
-                  summary="classify texts (or text pairs) with the fine-tuned classifier")
-        async def classify(body: schemas.ClassifyRequest) -> dict[str, Any]:
-            pairs = body.text_pairs
-            if pairs is not None and len(pairs) != len(body.texts):
-                raise ApiError(422, "validation_error",
-                               f"text_pairs has {len(pairs)} items but texts has {len(body.texts)}")
-            check_sizes(body.texts + (pairs or []))
-            items = list(zip(body.texts, pairs or [None] * len(body.texts)))
-            # Paired and single inputs never share a batch (see Engine.classify).
-            predictions = await call("classify", (pairs is not None,), items)
-            return {"model": model_name, "predictions": predictions}
 
-    if "ner" in offered:
-        @app.post(ROUTES["ner"], response_model=schemas.NerResponse, tags=["tasks"],
-                  summary="named entities in texts, with character offsets")
-        async def ner(body: schemas.NerRequest) -> dict[str, Any]:
-            check_sizes(body.texts)
-            return {"model": model_name, "predictions": await call("ner", (), list(body.texts))}
-
-    if "qa" in offered:
-        @app.post(ROUTES["qa"], response_model=schemas.QaResponse, tags=["tasks"],
-                  summary="extract the answer to each question from its context")
-        async def qa(body: schemas.QaRequest) -> dict[str, Any]:
-            check_sizes([item.question for item in body.items])
-            check_sizes([item.context for item in body.items])
-            items = [(item.question, item.context) for item in body.items]
-            return {"model": model_name, "predictions": await call("qa", (), items)}
+def _add_encoder_routes(app: FastAPI, api: _Api) -> None:
+    """fill-mask, embed and attention (with its HTML page), where the engine offers them."""
+    offered, engine, settings = set(api.engine.endpoints), api.engine, api.settings
 
     if "fill-mask" in offered:
-        @app.post(ROUTES["fill-mask"], response_model=schemas.FillMaskResponse, tags=["encoder"],
+        @app.post(ENCODER_ROUTES["fill-mask"], response_model=schemas.FillMaskResponse, tags=["encoder"],
                   summary="the likeliest tokens for each [MASK]")
         async def fill_mask(body: schemas.FillMaskRequest) -> dict[str, Any]:
-            check_sizes(body.texts)
+            api.check_sizes(body.texts)
             for index, text in enumerate(body.texts):
                 try:
                     engine.check_fill_mask(text)
                 except BertforgeError as error:
                     raise ApiError(422, "unprocessable_input", f"input {index}: {error}") from None
-            predictions = await call("fill-mask", (body.top_k,), list(body.texts))
-            return {"model": model_name, "predictions": predictions}
+            predictions = await api.call("fill-mask", (body.top_k,), list(body.texts))
+            return {"model": api.model_name, "predictions": predictions}
 
     if "embed" in offered:
-        @app.post(ROUTES["embed"], response_model=schemas.EmbedResponse, tags=["encoder"],
+        @app.post(ENCODER_ROUTES["embed"], response_model=schemas.EmbedResponse, tags=["encoder"],
                   summary="sentence embeddings: mean-pooled or [CLS]")
         async def embed(body: schemas.EmbedRequest) -> dict[str, Any]:
-            check_sizes(body.texts)
-            vectors = await call("embed", (body.pooling, body.normalize), list(body.texts))
-            return {"model": model_name, "pooling": body.pooling, "dimensions": engine.config.hidden_size,
+            api.check_sizes(body.texts)
+            vectors = await api.call("embed", (body.pooling, body.normalize), list(body.texts))
+            return {"model": api.model_name, "pooling": body.pooling, "dimensions": engine.config.hidden_size,
                     "embeddings": vectors}
 
     if "attention" in offered:
-        @app.post(ROUTES["attention"], response_model=schemas.AttentionResponse, tags=["explain"],
+        @app.post(ENCODER_ROUTES["attention"], response_model=schemas.AttentionResponse, tags=["explain"],
                   summary="attention probabilities of every layer and head for one text")
         async def attention(body: schemas.AttentionRequest) -> dict[str, Any]:
-            check_sizes([body.text] + ([body.text_pair] if body.text_pair is not None else []))
-            maps = (await call("attention", (), [(body.text, body.text_pair)]))[0]
-            return {"model": model_name, **maps}
+            api.check_sizes([body.text] + ([body.text_pair] if body.text_pair is not None else []))
+            maps = (await api.call("attention", (), [(body.text, body.text_pair)]))[0]
+            return {"model": api.model_name, **maps}
 
         @app.get("/attention", response_class=HTMLResponse, tags=["explain"],
                  summary="interactive attention maps (HTML page)")
         async def attention_page(text: str = "The quick brown fox jumps over the lazy dog.") -> HTMLResponse:
-            from bertforge.export.attention import render_html
+            from bertforge.explain.attention import render_html
 
-            return HTMLResponse(render_html(api_url=ROUTES["attention"], default_text=text[:settings.max_text_chars]))
+            return HTMLResponse(render_html(api_url=ENCODER_ROUTES["attention"],
+                                            default_text=text[:settings.max_text_chars]))
 
-    for endpoint in ENDPOINTS:
+
+def _add_unserved_routes(app: FastAPI, offered: set[str]) -> None:
+    """Every known endpoint the model does not offer answers 404 saying why (hidden from the docs)."""
+    from bertforge.tasks.registry import all_tasks
+
+    why = {**{task.name: f"the model is not a fine-tuned {task.serve_title or task.name + ' model'}"
+              for task in all_tasks()}, **WHY_NOT}
+    for endpoint, path in routes().items():
         if endpoint not in offered:
-            app.add_api_route(ROUTES[endpoint], _not_served(endpoint), methods=["POST"], include_in_schema=False)
-
-    @app.get("/healthz", response_model=schemas.Health, tags=["operations"], summary="liveness and what is served")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "draining" if state["draining"] else "ok", "model": model_name, "kind": engine.kind,
-                "backend": engine.backend, "endpoints": engine.endpoints, "micro_batching": settings.micro_batching}
-
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"], summary="Prometheus metrics")
-    async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Observe, metrics=metrics)
-    return app
+            app.add_api_route(path, _not_served(path, why[endpoint]), methods=["POST"], include_in_schema=False)
 
 
-def _not_served(endpoint: str) -> Callable[[], Awaitable[JSONResponse]]:
+def _not_served(path: str, why: str) -> Callable[[], Awaitable[JSONResponse]]:
     async def not_served() -> JSONResponse:
-        return error_response(404, "not_served", f"{ROUTES[endpoint]} is not served: {WHY_NOT[endpoint]}")
+        return error_response(404, "not_served", f"{path} is not served: {why}")
 
     return not_served

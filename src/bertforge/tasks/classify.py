@@ -4,7 +4,8 @@ Reader: GLUE-style TSV with a header (SST-2, RTE, and MRPC's original msr_paraph
 their byte-order mark and CRLF), CSV and JSONL with configurable columns (ChnSentiCorp,
 waimai_10k), and headerless `text<TAB>label` (THUCNews). TSV fields are split on tabs with no
 quoting, as GLUE's own reader does, so MRPC's quote characters stay part of the text.
-Settings used: format, text_column, text_pair_column, label_column, problem_type, max_length.
+Settings (`ClassifySettings`): format, text_column, text_pair_column, label_column, problem_type,
+max_length.
 
 Head: pooler -> dropout -> linear, as in the BERT paper and transformers'
 BertForSequenceClassification (whose checkpoint layout it shares). Loss: cross-entropy over the
@@ -19,11 +20,12 @@ as an error, and triggers one warning naming the file and line.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,13 +35,35 @@ from torch import nn
 from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.errors import BertforgeError
 from bertforge.model import BertHeadModel, BertModel
-from bertforge.tasks.common import (Evaluation, Features, Task, TaskSettings, encode_windows, read_lines,
-                                    read_text, run_model, softmax, sorted_labels, warn)
+from bertforge.tasks.features import Features
+from bertforge.tasks.reading import read_lines, read_text, sorted_labels, warn
+from bertforge.tasks.registry import register
+from bertforge.tasks.running import run_model, softmax
+from bertforge.tasks.settings import TaskSettings
+from bertforge.tasks.task import Evaluation, RequestError, ServeApi, ServeCall, Task
+from bertforge.tasks.windows import encode_windows
 
 TEXT_COLUMNS = ("sentence", "sentence1", "text", "review", "content", "#1 String", "question1", "premise",
                 "question")
 PAIR_COLUMNS = ("sentence2", "#2 String", "question2", "hypothesis")
 LABEL_COLUMNS = ("label", "Quality", "class", "gold_label", "score", "labels")
+
+
+@dataclass
+class ClassifySettings(TaskSettings):
+    """How classification reads its files (`format`: auto | tsv | csv | jsonl | text_label
+    (headerless `text<TAB>label`, THUCNews) | lines; `auto` decides by extension and first line)."""
+
+    text_column: str | None = None
+    """The column (name, or 0-based index for headerless files) holding the text;
+    None picks the first of sentence, sentence1, text, review, content, #1 String, question1."""
+    text_pair_column: str | None = None
+    """The second text of a pair; None picks sentence2, #2 String, question2, hypothesis
+    when present. The string "none" forces single sentences."""
+    label_column: str | None = None
+    """The label column; None picks label, Quality, class, gold_label, score."""
+    problem_type: Literal["auto", "single_label_classification", "regression"] = "auto"
+    """`auto` means regression when every training label is a number with a decimal point."""
 
 
 # -- the head -------------------------------------------------------------------------------
@@ -72,6 +96,8 @@ class BertForSequenceClassification(BertHeadModel):
     """
 
     architecture = "BertForSequenceClassification"
+    hf_key_map = {"classifier": "classifier"}
+    """Head module paths, ours -> Hugging Face's (read by bertforge.convert)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -128,7 +154,7 @@ class TextExample:
     """The file the example was read from (for error messages)."""
 
 
-def detect_format(path: Path, settings: TaskSettings, first_line: str) -> str:
+def detect_format(path: Path, settings: ClassifySettings, first_line: str) -> str:
     if settings.format != "auto":
         if settings.format not in ("tsv", "csv", "jsonl", "text_label", "lines"):
             raise BertforgeError(f"unknown classification format {settings.format!r}; use auto, tsv, csv, "
@@ -170,7 +196,7 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], wha
     return None
 
 
-def read_classification(path: str | Path, settings: TaskSettings, labeled: bool = True) -> list[TextExample]:
+def read_classification(path: str | Path, settings: ClassifySettings, labeled: bool = True) -> list[TextExample]:
     """Read a classification file. `labeled=False` reads the texts only (labels may be absent)."""
     path = Path(path)
     text = read_text(path)
@@ -385,15 +411,20 @@ def regression_metrics(gold: np.ndarray, predicted: np.ndarray) -> dict[str, flo
 # -- the task ---------------------------------------------------------------------------------
 
 
+@register
 class ClassifyTask(Task):
     name = "classify"
+    help = "text classification or regression of single texts or pairs"
+    settings_class = ClassifySettings
     model_class = BertForSequenceClassification
     primary_metric = "accuracy"
+    onnx_outputs = ("logits",)
+    serve_title = "classifier"
 
-    def read(self, path: str | Path, settings: TaskSettings) -> list[TextExample]:
+    def read(self, path: str | Path, settings: ClassifySettings) -> list[TextExample]:
         return read_classification(path, settings, labeled=True)
 
-    def label_names(self, examples: list[TextExample], settings: TaskSettings) -> list[str] | None:
+    def label_names(self, examples: list[TextExample], settings: ClassifySettings) -> list[str] | None:
         labels = [example.label for example in examples if example.label is not None]
         if self._regression(labels, settings):
             for example in examples:
@@ -402,7 +433,7 @@ class ClassifyTask(Task):
         return sorted_labels(labels)
 
     @staticmethod
-    def _regression(labels: list[str], settings: TaskSettings) -> bool:
+    def _regression(labels: list[str], settings: ClassifySettings) -> bool:
         if settings.problem_type != "auto":
             return settings.problem_type == "regression"
         try:
@@ -411,7 +442,7 @@ class ClassifyTask(Task):
             return False
         return any("." in label for label in labels)
 
-    def configure(self, config: BertConfig, labels: list[str] | None, settings: TaskSettings) -> BertConfig:
+    def configure(self, config: BertConfig, labels: list[str] | None, settings: ClassifySettings) -> BertConfig:
         if labels is None:
             return config.replace(id2label={0: "LABEL_0"}, problem_type="regression")
         if len(labels) < 2:
@@ -433,7 +464,7 @@ class ClassifyTask(Task):
             warn(f"{path}:{unseen[0].line}: {len(unseen)} example(s) carry label(s) the model was not trained on "
                  f"({', '.join(map(repr, names[:5]))}); they count as errors in the metrics")
 
-    def featurize(self, examples: list[TextExample], tokenizer: Any, config: BertConfig, settings: TaskSettings,
+    def featurize(self, examples: list[TextExample], tokenizer: Any, config: BertConfig, settings: ClassifySettings,
                   training: bool) -> Features:
         pairs = None
         if any(example.text_pair is not None for example in examples):
@@ -456,8 +487,12 @@ class ClassifyTask(Task):
         outputs = run_model(model, features, pad_token_id, batch_size, lambda output, batch: {"logits": output.logits})
         return np.stack(outputs["logits"]) if outputs else np.zeros((0, model.config.num_labels))
 
+    def evaluation_features(self, examples: list[TextExample], tokenizer: Any, config: BertConfig,
+                            settings: ClassifySettings) -> Features:
+        return self.featurize(examples, tokenizer, config, settings, training=False)
+
     def evaluate(self, model: BertForSequenceClassification, tokenizer: Any, examples: list[TextExample],
-                 settings: TaskSettings, batch_size: int = 64, features: Features | None = None) -> Evaluation:
+                 settings: ClassifySettings, batch_size: int = 64, features: Features | None = None) -> Evaluation:
         config = model.config
         if features is None:
             features = self.featurize(examples, tokenizer, config, settings, training=False)
@@ -491,18 +526,51 @@ class ClassifyTask(Task):
                 "probabilities": {name: float(value) for name, value in zip(names, row)}})
         return records
 
-    def read_inputs(self, path: str | Path, settings: TaskSettings) -> list[TextExample]:
+    def read_inputs(self, path: str | Path, settings: ClassifySettings) -> list[TextExample]:
         return read_classification(path, settings, labeled=False)
 
-    def inputs_from_texts(self, texts: list[str], settings: TaskSettings, context: str | None = None) -> list[TextExample]:
-        return [TextExample(text, context, None, index) for index, text in enumerate(texts, start=1)]
+    def inputs_from_texts(self, texts: list[str], settings: ClassifySettings, *, context: str | None = None,
+                          text_pair: str | None = None) -> list[TextExample]:
+        return [TextExample(text, text_pair, None, index) for index, text in enumerate(texts, start=1)]
 
     def predict(self, model: BertForSequenceClassification, tokenizer: Any, inputs: list[TextExample],
-                settings: TaskSettings, batch_size: int = 64) -> list[dict[str, Any]]:
+                settings: ClassifySettings, batch_size: int = 64) -> list[dict[str, Any]]:
         unlabeled = [TextExample(example.text, example.text_pair, None, example.line) for example in inputs]
         features = self.featurize(unlabeled, tokenizer, model.config, settings, training=False)
         logits = self._logits(model, features, tokenizer.pad_token_id, batch_size)
         return self._records(unlabeled, logits, model.config)
+
+    def serve_api(self) -> ServeApi:
+        return _serve_api()
+
+    def serve_inputs(self, body: Any, settings: ClassifySettings) -> ServeCall:
+        pairs = body.text_pairs
+        if pairs is not None and len(pairs) != len(body.texts):
+            raise RequestError(f"text_pairs has {len(pairs)} items but texts has {len(body.texts)}")
+        inputs = [TextExample(text, pair, None, index)
+                  for index, (text, pair) in enumerate(zip(body.texts, pairs or [None] * len(body.texts)), start=1)]
+        # Paired and single inputs never share a batch: the features pair every text as soon as one has a pair.
+        return ServeCall(inputs, (pairs is not None,), [body.texts + (pairs or [])])
+
+
+@functools.cache
+def _serve_api() -> ServeApi:
+    """The request and prediction bodies of /v1/classify (pydantic, imported only when serving)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ClassifyRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: list[str] = Field(min_length=1, description="texts to classify")
+        text_pairs: list[str] | None = Field(None, description="second texts, one per text, for models trained on pairs")
+
+    class ClassifyPrediction(BaseModel):
+        text: str
+        text_pair: str | None = None
+        label: str | None = Field(None, description="the best label (absent for regression)")
+        score: float = Field(description="the best label's probability, or the regression value")
+        probabilities: dict[str, float] | None = None
+
+    return ServeApi(ClassifyRequest, ClassifyPrediction, "classify texts (or text pairs) with the fine-tuned classifier")
 
 
 def _base_record(example: TextExample) -> dict[str, Any]:

@@ -1,38 +1,38 @@
 """Fine-tune, evaluate and predict: the library functions behind `bertforge finetune`,
-`bertforge evaluate` and `bertforge predict`.
+`bertforge evaluate` and `bertforge predict`, for any registered task (bertforge.tasks.registry).
 
-Fine-tuning runs `bertforge.train.Trainer` with a task objective; the trainer has no notion of
-a "best" model, so it is kept here through the trainer's `on_evaluate` hook: every dev
-evaluation that improves the task's primary metric (accuracy, Pearson, entity F1, QA F1)
-rewrites OUT/final atomically (Hugging Face layout, tokenizer included), and `patience`
-evaluations without improvement stop the run (early stopping). At the end, OUT/final is loaded
-back and scored on dev (and test), so the reported numbers are those of the saved model.
+Fine-tuning runs `bertforge.train.Trainer` with a task objective and the trainer's keep-best
+hook (`bertforge.train.hooks.KeepBest`): every dev evaluation that improves the task's primary
+metric (accuracy, Pearson, entity F1, QA F1) rewrites OUT/final atomically (Hugging Face
+layout, tokenizer included), and `patience` evaluations without improvement stop the run (early
+stopping); the hook's state rides in the trainer's checkpoints, so a resumed run keeps its
+best. At the end, OUT/final is loaded back and scored on dev (and test), so the reported numbers
+are those of the saved model.
 
 The task settings a model was fine-tuned with (max_length, doc_stride, word splitting, v2.0 ...)
-are stored in its config.json under `finetuning`, so `evaluate` and `predict` reuse them;
-settings given on the command line that differ from the defaults win.
+are stored in its config.json under `finetuning` (`bertforge.tasks.loading.SETTINGS_KEY`), so
+`evaluate` and `predict` reuse them; settings the caller gives win.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, Mapping
 
-from bertforge.config import IGNORE_INDEX, BertConfig, build_dataclass, to_plain
+from bertforge.config import IGNORE_INDEX, BertConfig, to_plain
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_open, atomic_write_json, replace_directory
-from bertforge.tasks import ARCHITECTURES, get_task
-from bertforge.tasks.common import Task, TaskSettings
+from bertforge.fileio import atomic_open, atomic_write_json
+from bertforge.tasks.loading import SETTINGS_KEY, load_model, load_tokenizer
+from bertforge.tasks.registry import get_task
+from bertforge.tasks.settings import TaskSettings
+from bertforge.tasks.task import Task
 
 FINAL = "final"
-SETTINGS_KEY = "finetuning"
-"""config.json key holding {"task": name, "settings": {...}} of a fine-tuned model."""
 
 
 @dataclass
@@ -88,209 +88,157 @@ def labels_per_row(features: Any) -> float | None:
     return max(float((features.token_labels != IGNORE_INDEX).sum()) / len(features), 1e-6)
 
 
-def load_tokenizer(directory: Path, vocab: Path | None = None) -> Any:
-    from bertforge.tokenizer import BertTokenizer
+@dataclass
+class FinetuneRun:
+    """What one fine-tuning run does: the library form of `bertforge finetune`'s options."""
 
-    if vocab is not None:
-        return BertTokenizer(vocab)
-    if not (directory / "vocab.txt").exists():
-        raise BertforgeError("no vocab.txt in the model directory (pass --vocab FILE)", path=directory)
-    return BertTokenizer.from_pretrained(directory)
-
-
-def saved_settings(config: BertConfig) -> tuple[str | None, dict[str, Any]]:
-    saved = config.extra.get(SETTINGS_KEY) or {}
-    return saved.get("task"), dict(saved.get("settings") or {})
-
-
-def merge_settings(given: TaskSettings, saved: dict[str, Any]) -> TaskSettings:
-    """Saved settings, except where `given` differs from the defaults."""
-    defaults = TaskSettings()
-    known = {f.name for f in fields(TaskSettings)}
-    merged = {key: value for key, value in saved.items() if key in known}
-    for f in fields(TaskSettings):
-        value = getattr(given, f.name)
-        if value != getattr(defaults, f.name) or f.name not in merged:
-            merged[f.name] = value
-    return build_dataclass(TaskSettings, merged)
-
-
-def task_of(directory: Path, config: BertConfig, requested: str | None) -> Task:
-    saved_task, _ = saved_settings(config)
-    architectures = config.extra.get("architectures") or []
-    inferred = saved_task or next((ARCHITECTURES[a] for a in architectures if a in ARCHITECTURES), None)
-    if requested is not None and inferred is not None and requested != inferred:
-        raise BertforgeError(f"the model was fine-tuned for task {inferred!r}, not {requested!r}", path=directory)
-    name = requested or inferred
-    if name is None:
-        raise BertforgeError("cannot tell the task of this model (no fine-tuned head); pass --task", path=directory)
-    return get_task(name)
+    task: str
+    """A registered task name (classify, ner, qa, or one registered at runtime)."""
+    train: Path
+    """Training file."""
+    dev: Path
+    """Dev file: picks the best model, and early stopping."""
+    out: Path
+    """Run directory; the best model goes to OUT/final."""
+    trainer: Any
+    """The trainer's settings (bertforge.train.TrainConfig)."""
+    settings: Mapping[str, Any] | TaskSettings | None = None
+    """The task's settings: `settings.*` keys (checked against the task's settings class) or an object of it."""
+    model: Path | None = None
+    """Pretrained model directory (Hugging Face layout, with vocab.txt)."""
+    test: Path | None = None
+    """Test file, scored with the best model at the end."""
+    epochs: float = 3.0
+    """Passes over the training data (ignored when max_steps is given)."""
+    max_steps: int | None = None
+    patience: int = 0
+    """Stop after this many dev evaluations without improvement (0: never)."""
+    eval_batch_size: int = 64
+    init: Literal["pretrained", "random"] = "pretrained"
+    preset: str | None = None
+    """With vocab and no model: a random model of this size."""
+    vocab: Path | None = None
+    group_by_length: bool = True
+    resolved_options: dict[str, Any] | None = field(default=None, repr=False)
+    """Written to OUT/config.yaml when given (the CLI's resolved options)."""
 
 
-def load_finetuned(directory: str | Path, task_name: str | None, settings: TaskSettings,
-                   device: str = "auto") -> tuple[Task, Any, Any, TaskSettings]:
-    """A fine-tuned model directory -> (task, model on its device, tokenizer, settings)."""
-    directory = Path(directory)
-    config = BertConfig.from_json_file(directory / "config.json")
-    task = task_of(directory, config, task_name)
-    if task.name != "qa" and not config.id2label:
-        raise BertforgeError("config.json has no id2label: this is not a fine-tuned classifier", path=directory)
-    _, saved = saved_settings(config)
-    settings = merge_settings(settings, saved)
-    model = task.model_class.from_pretrained(directory, config=config)
-    model.to(_device(device))
-    return task, model, load_tokenizer(directory), settings
+@dataclass
+class _Data:
+    """A run's examples, read and checked before anything is written."""
+
+    train: list[Any]
+    dev: list[Any]
+    test: list[Any] | None
 
 
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def finetune(*, task_name: str, model_dir: Path | None, train_path: Path, dev_path: Path, out_dir: Path,
-             settings: TaskSettings, train_config: Any, test_path: Path | None = None, epochs: float = 3.0,
-             max_steps: int | None = None, patience: int = 0, eval_batch_size: int = 64,
-             init: str = "pretrained", preset: str | None = None, vocab: Path | None = None,
-             group_by_length: bool = True, resolved_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fine-tune and return {"dev": metrics, "test": metrics?, "steps", "train_seconds", ...}."""
-    import dataclasses
-
-    import torch
-
-    from bertforge.tasks.common import FeatureBatches
-    from bertforge.train import Trainer
-
-    task = get_task(task_name)
-    out_dir = Path(out_dir)
-    torch.manual_seed(train_config.seed)
-
-    if model_dir is not None:
-        tokenizer = load_tokenizer(model_dir, vocab)
-        base_config = BertConfig.from_json_file(model_dir / "config.json")
-    elif preset is not None:
-        if vocab is None:
+def _base_model(run: FinetuneRun) -> tuple[Any, BertConfig, str]:
+    """(tokenizer, base config, init) from --model DIR or --preset NAME --vocab FILE."""
+    init = run.init
+    if run.model is not None:
+        tokenizer = load_tokenizer(run.model, run.vocab)
+        base_config = BertConfig.from_json_file(run.model / "config.json")
+    elif run.preset is not None:
+        if run.vocab is None:
             raise BertforgeError("a model built from a preset needs --vocab FILE")
-        tokenizer = load_tokenizer(Path("."), vocab)
-        base_config = BertConfig.from_preset(preset, vocab_size=tokenizer.vocab_size)
+        tokenizer = load_tokenizer(Path("."), run.vocab)
+        base_config = BertConfig.from_preset(run.preset, vocab_size=tokenizer.vocab_size)
         init = "random"
     else:
         raise BertforgeError("pass --model DIR (a pretrained model) or --preset NAME --vocab FILE (random init)")
     if base_config.vocab_size < tokenizer.vocab_size:
         raise BertforgeError(f"the vocab has {tokenizer.vocab_size} tokens but the model only {base_config.vocab_size}")
+    return tokenizer, base_config, init
 
-    train_examples = task.read(train_path, settings)
-    dev_examples = task.read(dev_path, settings)
+
+def _prepare(task: Task, run: FinetuneRun, settings: TaskSettings, base_config: BertConfig) -> tuple[_Data, BertConfig]:
+    """Read the files and configure the head (label maps, the `finetuning` record)."""
+    train_examples = task.read(run.train, settings)
+    dev_examples = task.read(run.dev, settings)
     labels = task.label_names(train_examples, settings)
     config = task.configure(base_config, labels, settings)
     config.extra = {**config.extra, SETTINGS_KEY: {"task": task.name, "settings": to_plain(settings)}}
     config.extra.pop("architectures", None)
-    task.check_labels(dev_examples, config, dev_path)
+    task.check_labels(dev_examples, config, run.dev)
     test_examples = None
-    if test_path is not None:
-        test_examples = task.read(test_path, settings)
-        task.check_labels(test_examples, config, test_path)
+    if run.test is not None:
+        test_examples = task.read(run.test, settings)
+        task.check_labels(test_examples, config, run.test)
+    return _Data(train_examples, dev_examples, test_examples), config
 
-    if init == "random":
-        model = task.model_class(config)
-    else:
-        assert model_dir is not None
-        model = task.model_class.from_pretrained(model_dir, config=config)
 
-    features = task.featurize(train_examples, tokenizer, config, settings, training=True)
-    micro_batch_size, accumulation = train_config.accumulation(1)
-    batches = FeatureBatches(features, micro_batch_size, tokenizer.pad_token_id, shuffle=True,
-                             seed=train_config.seed, group_by_length=group_by_length)
-    steps_per_epoch = math.ceil(len(batches) / accumulation)
-    if max_steps is None:
-        max_steps = max(1, math.ceil(epochs * steps_per_epoch))
-    train_config = dataclasses.replace(train_config, max_steps=max_steps)
+def finetune(run: FinetuneRun) -> dict[str, Any]:
+    """Fine-tune and return {"dev": metrics, "test": metrics?, "steps", "train_seconds", ...}."""
+    import dataclasses
+
+    import torch
+
+    from bertforge.tasks.features import FeatureBatches
+    from bertforge.train import Trainer
+    from bertforge.train.hooks import KeepBest
+
+    task = get_task(run.task)
+    settings = task.settings(run.settings)
+    out_dir = Path(run.out)
+    torch.manual_seed(run.trainer.seed)
+    tokenizer, base_config, init = _base_model(run)
+    data, config = _prepare(task, run, settings, base_config)
+    model = task.model_class(config) if init == "random" else task.model_class.from_pretrained(run.model, config=config)
+
+    features = task.featurize(data.train, tokenizer, config, settings, training=True)
+    micro_batch_size, accumulation = run.trainer.accumulation(1)
+    batches = FeatureBatches(features, micro_batch_size, tokenizer.pad_token_id, shuffle=True, seed=run.trainer.seed,
+                             group_by_length=run.group_by_length, collate=task.collate)
+    max_steps = run.max_steps or max(1, math.ceil(run.epochs * math.ceil(len(batches) / accumulation)))
+    train_config = dataclasses.replace(run.trainer, max_steps=max_steps)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if resolved_options is not None:
+    if run.resolved_options is not None:
         import yaml
 
         with atomic_open(out_dir / "config.yaml") as handle:
-            yaml.safe_dump(resolved_options, handle, sort_keys=False, allow_unicode=True)
+            yaml.safe_dump(run.resolved_options, handle, sort_keys=False, allow_unicode=True)
 
-    primary = task.primary(config)  # type: ignore[attr-defined]
-    tracker = BestTracker(out_dir / FINAL, primary, patience, tokenizer)
-    dev_features = task.featurize(dev_examples, tokenizer, config, settings, training=False) \
-        if task.name == "classify" else None
+    primary = task.primary(config)
+    keep_best = KeepBest(out_dir / FINAL, f"dev_{primary}", patience=run.patience)
+    dev_features = task.evaluation_features(data.dev, tokenizer, config, settings)
 
     def evaluate(model: Any) -> dict[str, float]:
-        result = task.evaluate(model, tokenizer, dev_examples, settings, eval_batch_size, dev_features)
+        result = task.evaluate(model, tokenizer, data.dev, settings, run.eval_batch_size, dev_features)
         return {f"dev_{name}": float(value) for name, value in result.metrics.items()
                 if isinstance(value, (int, float))}
 
-    def on_evaluate(step: int, metrics: dict[str, float], model: Any) -> bool:
-        # The tracker's state rides in the trainer's checkpoints, so a resumed run keeps its best.
-        tracker.load_state(trainer.run_state.get("best_on_dev"))
-        stop = tracker.update(step, metrics.get(f"dev_{primary}", float("-inf")), model)
-        trainer.run_state["best_on_dev"] = tracker.state()
-        return stop
-
     # Only length grouping needs the fixed normalizer; random batches keep transformers' loss.
-    objective = TaskObjective(task.name, labels_per_row(features) if group_by_length else None)
-    trainer = Trainer(model, train_config, out_dir, batches, objective, evaluate=evaluate,
-                      tokenizer=tokenizer, on_evaluate=on_evaluate, evaluate_at_start=False)
+    objective = TaskObjective(task.name, labels_per_row(features) if run.group_by_length else None)
+    trainer = Trainer(model, train_config, out_dir, batches, objective, evaluate=evaluate, tokenizer=tokenizer,
+                      hooks=[keep_best], evaluate_at_start=False)
     started = time.perf_counter()
     result = trainer.fit()
     train_seconds = time.perf_counter() - started
-    if tracker.best_step is None:
+    if keep_best.best_step is None:
         # No evaluation after a step happened (should not: the trainer evaluates at the end).
-        tracker.save(trainer.bare_model)
+        keep_best.save(trainer)
 
-    final_model = task.model_class.from_pretrained(out_dir / FINAL).to(trainer.context.device)
-    summary: dict[str, Any] = {"task": task.name, "steps": result.step, "best_step": tracker.best_step,
+    summary: dict[str, Any] = {"task": task.name, "steps": result.step, "best_step": keep_best.best_step,
                                "stopped_early": result.stopped_early, "train_seconds": train_seconds,
                                "train_features": len(features), "primary_metric": primary}
-    dev_result = task.evaluate(final_model, tokenizer, dev_examples, settings, eval_batch_size, dev_features)
-    summary["dev"] = dev_result.metrics
-    write_predictions(out_dir / "dev_predictions.jsonl", dev_result.predictions)
-    if test_examples is not None:
-        test_result = task.evaluate(final_model, tokenizer, test_examples, settings, eval_batch_size)
-        summary["test"] = test_result.metrics
-        write_predictions(out_dir / "test_predictions.jsonl", test_result.predictions)
+    final_model = task.model_class.from_pretrained(out_dir / FINAL).to(trainer.context.device)
+    summary.update(_score_final(task, final_model, tokenizer, data, settings, run, dev_features))
     atomic_write_json(out_dir / "results.json", summary)
     return summary
 
 
-class BestTracker:
-    """Keeps the best model on dev in `directory` and counts evaluations without improvement."""
-
-    def __init__(self, directory: Path, metric: str, patience: int, tokenizer: Any):
-        self.directory = directory
-        self.metric = metric
-        self.patience = patience
-        self.tokenizer = tokenizer
-        self.best = float("-inf")
-        self.best_step: int | None = None
-        self.stale = 0
-
-    def state(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "stale": self.stale}
-
-    def load_state(self, state: dict[str, Any] | None) -> None:
-        if state:
-            self.best, self.best_step, self.stale = float(state["best"]), state["best_step"], int(state["stale"])
-
-    def update(self, step: int, value: float, model: Any) -> bool:
-        """Record one evaluation; True means stop (patience exhausted)."""
-        if value > self.best or self.best_step is None:
-            self.best, self.best_step, self.stale = value, step, 0
-            self.save(model)
-            return False
-        self.stale += 1
-        return self.patience > 0 and self.stale >= self.patience
-
-    def save(self, model: Any) -> None:
-        temporary = self.directory.with_name(f".{self.directory.name}.tmp")
-        shutil.rmtree(temporary, ignore_errors=True)
-        model.save_pretrained(temporary, tokenizer=self.tokenizer)
-        replace_directory(temporary, self.directory)
+def _score_final(task: Task, model: Any, tokenizer: Any, data: _Data, settings: TaskSettings, run: FinetuneRun,
+                 dev_features: Any) -> dict[str, Any]:
+    """Dev (and test) metrics of the saved model; its predictions go to OUT/*_predictions.jsonl."""
+    dev_result = task.evaluate(model, tokenizer, data.dev, settings, run.eval_batch_size, dev_features)
+    scores: dict[str, Any] = {"dev": dev_result.metrics}
+    write_predictions(Path(run.out) / "dev_predictions.jsonl", dev_result.predictions)
+    if data.test is not None:
+        test_result = task.evaluate(model, tokenizer, data.test, settings, run.eval_batch_size)
+        scores["test"] = test_result.metrics
+        write_predictions(Path(run.out) / "test_predictions.jsonl", test_result.predictions)
+    return scores
 
 
 def write_predictions(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -299,28 +247,37 @@ def write_predictions(path: Path, records: Iterable[dict[str, Any]]) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def evaluate_file(*, model_dir: Path, task_name: str | None, data_path: Path, settings: TaskSettings,
-                  batch_size: int = 64, device: str = "auto") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    task, model, tokenizer, settings = load_finetuned(model_dir, task_name, settings, device)
-    examples = task.read(data_path, settings)
-    task.check_labels(examples, model.config, data_path)
-    result = task.evaluate(model, tokenizer, examples, settings, batch_size)
+def evaluate_file(*, model_dir: Path, task_name: str | None, data_path: Path,
+                  settings: Mapping[str, Any] | TaskSettings | None = None, batch_size: int = 64,
+                  device: str = "auto") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    loaded = load_model(model_dir, device=device, task_name=task_name, settings=settings)
+    if loaded.task is None or loaded.settings is None:
+        raise BertforgeError("cannot tell the task of this model (no fine-tuned head); pass --task", path=model_dir)
+    examples = loaded.task.read(data_path, loaded.settings)
+    loaded.task.check_labels(examples, loaded.config, data_path)
+    result = loaded.task.evaluate(loaded.model, loaded.tokenizer, examples, loaded.settings, batch_size)
     return result.metrics, result.predictions
 
 
-def predict(*, model_dir: Path, task_name: str | None, settings: TaskSettings, texts: list[str] | None = None,
-            input_path: Path | None = None, context: str | None = None, text_pair: str | None = None,
-            batch_size: int = 64, device: str = "auto") -> list[dict[str, Any]]:
-    task, model, tokenizer, settings = load_finetuned(model_dir, task_name, settings, device)
+def predict(*, model_dir: Path, task_name: str | None, settings: Mapping[str, Any] | TaskSettings | None = None,
+            texts: list[str] | None = None, input_path: Path | None = None, context: str | None = None,
+            text_pair: str | None = None, batch_size: int = 64, device: str = "auto", backend: str = "torch",
+            onnx_file: Path | None = None) -> list[dict[str, Any]]:
+    """Predictions for `texts` or the inputs in `input_path`, on the torch or onnx backend."""
+    loaded = load_model(model_dir, backend=backend, device=device, task_name=task_name,  # type: ignore[arg-type]
+                        settings=settings, onnx_file=onnx_file)
+    if loaded.task is None or loaded.settings is None:
+        raise BertforgeError(f"predict needs a fine-tuned task model, not a {loaded.kind} model", path=model_dir)
+    task, settings = loaded.task, loaded.settings
     if input_path is not None:
         if texts:
             raise BertforgeError("pass either texts or --input FILE, not both")
         inputs = task.read_inputs(input_path, settings)
     elif texts:
-        inputs = task.inputs_from_texts(texts, settings, context if task.name == "qa" else text_pair)
+        inputs = task.inputs_from_texts(texts, settings, context=context, text_pair=text_pair)
     else:
         raise BertforgeError("nothing to predict: pass texts or --input FILE")
-    return task.predict(model, tokenizer, inputs, settings, batch_size)
+    return task.predict(loaded.model, loaded.tokenizer, inputs, settings, batch_size)
 
 
 def print_json(obj: Any) -> None:

@@ -4,7 +4,7 @@ Reader: CoNLL files, one word a line with its tag in a column, a blank line betw
 CoNLL-2003's four space-separated columns (`word POS chunk NER`, `-DOCSTART-` lines skipped)
 and MSRA's two tab-separated columns (one Chinese character a line). A line with a tab is split
 on tabs only, so a full-width space (U+3000) stays a word of its own.
-Settings used: format, token_column, tag_column, tag_scheme, max_length, stride, word_split.
+Settings (`NerSettings`): format, token_column, tag_column, tag_scheme, max_length, stride, word_split.
 
 Features: words go to the tokenizer pre-split; the first sub-token of each word carries the
 word's tag and the other sub-tokens IGNORE_INDEX (as in the BERT paper, section 4.3). A sentence
@@ -25,10 +25,11 @@ resets at every blank line.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -38,10 +39,37 @@ from bertforge.config import IGNORE_INDEX, BertConfig
 from bertforge.errors import BertforgeError
 from bertforge.model import BertHeadModel, BertModel
 from bertforge.tasks.classify import ClassifierOutput, classifier_dropout, token_cross_entropy
-from bertforge.tasks.common import (Evaluation, Features, Task, TaskSettings, encode_windows, has_cjk, read_lines,
-                                    run_model, softmax, warn)
+from bertforge.tasks.features import Features
+from bertforge.tasks.reading import has_cjk, read_lines, warn
+from bertforge.tasks.registry import register
+from bertforge.tasks.running import run_model, softmax
+from bertforge.tasks.settings import TaskSettings
+from bertforge.tasks.task import Evaluation, ServeApi, ServeCall, Task
+from bertforge.tasks.windows import encode_windows
 
 DOCSTART = "-DOCSTART-"
+
+
+@dataclass
+class NerSettings(TaskSettings):
+    """How NER reads its files (`format`: auto | conll) and cuts long sentences."""
+
+    stride: int = 32
+    """Tokens shared by consecutive windows of a sentence longer than max_length."""
+    token_column: int = 0
+    """The column of the word in a CoNLL line."""
+    tag_column: int = -1
+    """The column of the tag in a CoNLL line (-1: the last)."""
+    tag_scheme: Literal["keep", "bio", "bioes"] = "keep"
+    """Convert the file's tags to this scheme before training (`keep`: as written)."""
+    word_split: Literal["auto", "whitespace", "char"] = "auto"
+    """At prediction time: how raw text is cut into words; `auto` is `char` for text with
+    CJK characters (as MSRA is labelled), else whitespace."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stride < 0:
+            raise BertforgeError(f"settings.stride must be >= 0, got {self.stride}")
 
 
 # -- the head -------------------------------------------------------------------------------
@@ -51,6 +79,8 @@ class BertForTokenClassification(BertHeadModel):
     """BERT (no pooler) + dropout + a linear classifier on every token."""
 
     architecture = "BertForTokenClassification"
+    hf_key_map = {"classifier": "classifier"}
+    """Head module paths, ours -> Hugging Face's (read by bertforge.convert)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -87,7 +117,7 @@ class WordExample:
     """(W, 2) character [start, end) of each word in `text`."""
 
 
-def read_conll(path: str | Path, settings: TaskSettings, labeled: bool = True) -> list[WordExample]:
+def read_conll(path: str | Path, settings: NerSettings, labeled: bool = True) -> list[WordExample]:
     """Sentences of a CoNLL file (see the module docstring). `labeled=False` keeps words only."""
     path = Path(path)
     if settings.format not in ("auto", "conll"):
@@ -247,25 +277,30 @@ def _prf(correct: int, predicted: int, gold: int) -> dict[str, float]:
 # -- the task ---------------------------------------------------------------------------------
 
 
+@register
 class NerTask(Task):
     name = "ner"
+    help = "named-entity recognition (token classification of CoNLL files)"
+    settings_class = NerSettings
     model_class = BertForTokenClassification
     primary_metric = "f1"
+    onnx_outputs = ("logits",)
+    serve_title = "token classifier (NER)"
 
-    def read(self, path: str | Path, settings: TaskSettings) -> list[WordExample]:
+    def read(self, path: str | Path, settings: NerSettings) -> list[WordExample]:
         examples = read_conll(path, settings, labeled=True)
         if settings.tag_scheme != "keep":
             for example in examples:
                 example.tags = convert_scheme(example.tags or [], settings.tag_scheme)
         return examples
 
-    def label_names(self, examples: list[WordExample], settings: TaskSettings) -> list[str]:
+    def label_names(self, examples: list[WordExample], settings: NerSettings) -> list[str]:
         tags = {tag for example in examples for tag in example.tags or []}
         # O first, then by entity type and position (B, I, E, S): a stable, readable order.
         order = {"B": 0, "I": 1, "E": 2, "S": 3}
         return sorted(tags, key=lambda tag: (tag != "O", split_tag(tag)[1], order.get(split_tag(tag)[0], 4), tag))
 
-    def configure(self, config: BertConfig, labels: list[str] | None, settings: TaskSettings) -> BertConfig:
+    def configure(self, config: BertConfig, labels: list[str] | None, settings: NerSettings) -> BertConfig:
         if not labels or len(labels) < 2:
             raise BertforgeError("the training data needs at least two different tags")
         return config.replace(id2label=dict(enumerate(labels)), problem_type="single_label_classification")
@@ -281,13 +316,13 @@ class NerTask(Task):
             warn(f"{path}:{unseen[0][0].line}: {len(unseen)} word(s) carry tag(s) the model was not trained on "
                  f"({', '.join(map(repr, names[:5]))}); they are learned as nothing and count as misses")
 
-    def _windows(self, examples: list[WordExample], tokenizer: Any, settings: TaskSettings):
+    def _windows(self, examples: list[WordExample], tokenizer: Any, settings: NerSettings):
         # Windows must advance: the overlap stays under half of a window's content.
         stride = min(settings.stride, (settings.max_length - 2) // 2 - 1)
         return encode_windows(tokenizer, [example.words for example in examples], max_length=settings.max_length,
                               stride=max(stride, 0), pretokenized=True, overflow=True)
 
-    def featurize(self, examples: list[WordExample], tokenizer: Any, config: BertConfig, settings: TaskSettings,
+    def featurize(self, examples: list[WordExample], tokenizer: Any, config: BertConfig, settings: NerSettings,
                   training: bool) -> Features:
         windows = self._windows(examples, tokenizer, settings)
         return self._pack(examples, windows, config)
@@ -306,7 +341,7 @@ class NerTask(Task):
                              token_labels=labels)
 
     def _word_predictions(self, model: BertForTokenClassification, tokenizer: Any, examples: list[WordExample],
-                          settings: TaskSettings, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+                          settings: NerSettings, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per example: the predicted tag id of each word and its probability."""
         windows = self._windows(examples, tokenizer, settings)
         features = self._pack([WordExample(e.words, None, e.line) for e in examples], windows, model.config)
@@ -336,7 +371,7 @@ class NerTask(Task):
         return results
 
     def evaluate(self, model: BertForTokenClassification, tokenizer: Any, examples: list[WordExample],
-                 settings: TaskSettings, batch_size: int = 64, features: Features | None = None) -> Evaluation:
+                 settings: NerSettings, batch_size: int = 64, features: Features | None = None) -> Evaluation:
         names = model.config.id2label or {}
         word_predictions = self._word_predictions(model, tokenizer, examples, settings, batch_size)
         predicted_tags = [[names[int(tag)] for tag in tags] for tags, _ in word_predictions]
@@ -374,7 +409,7 @@ class NerTask(Task):
         record["entities"] = entities
         return record
 
-    def read_inputs(self, path: str | Path, settings: TaskSettings) -> list[WordExample]:
+    def read_inputs(self, path: str | Path, settings: NerSettings) -> list[WordExample]:
         """A CoNLL file when its lines look like `word ... TAG`, else one raw text per line."""
         lines = read_lines(path)
         sample = [line for line in lines if line.strip()][:50]
@@ -386,7 +421,8 @@ class NerTask(Task):
             example.line, example.source = number, Path(path)
         return examples
 
-    def inputs_from_texts(self, texts: list[str], settings: TaskSettings, context: str | None = None) -> list[WordExample]:
+    def inputs_from_texts(self, texts: list[str], settings: NerSettings, *, context: str | None = None,
+                          text_pair: str | None = None) -> list[WordExample]:
         examples = []
         for index, text in enumerate(texts, start=1):
             words, spans = split_words(text, settings.word_split)
@@ -394,7 +430,7 @@ class NerTask(Task):
         return examples
 
     def predict(self, model: BertForTokenClassification, tokenizer: Any, inputs: list[WordExample],
-                settings: TaskSettings, batch_size: int = 64) -> list[dict[str, Any]]:
+                settings: NerSettings, batch_size: int = 64) -> list[dict[str, Any]]:
         names = model.config.id2label or {}
         nonempty = [example for example in inputs if example.words]
         predictions = iter(self._word_predictions(model, tokenizer, nonempty, settings, batch_size) if nonempty else [])
@@ -407,6 +443,39 @@ class NerTask(Task):
             records.append(self._record(WordExample(example.words, None, example.line, example.source,
                                                     example.text, example.spans), tags, probabilities, names))
         return records
+
+    def serve_api(self) -> ServeApi:
+        return _serve_api()
+
+    def serve_inputs(self, body: Any, settings: NerSettings) -> ServeCall:
+        # Words are split as `bertforge predict` splits them (settings.word_split).
+        return ServeCall(self.inputs_from_texts(list(body.texts), settings), (), [body.texts])
+
+
+@functools.cache
+def _serve_api() -> ServeApi:
+    """The request and prediction bodies of /v1/ner (pydantic, imported only when serving)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class NerRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: list[str] = Field(min_length=1, description="texts to tag; words are split as at fine-tuning")
+
+    class Entity(BaseModel):
+        type: str
+        text: str
+        start: int | None = Field(None, description="character offset in the text")
+        end: int | None = None
+        word_start: int
+        word_end: int
+        score: float
+
+    class NerPrediction(BaseModel):
+        text: str
+        tags: list[str] = Field(description="one tag per word")
+        entities: list[Entity]
+
+    return ServeApi(NerRequest, NerPrediction, "named entities in texts, with character offsets")
 
 
 def _looks_like_conll(line: str) -> bool:

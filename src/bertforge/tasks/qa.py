@@ -5,7 +5,7 @@ An `answer_start` that does not point at the answer text in the context (CMRC201
 of them) gives one warning for the file; for training the answer is moved to the occurrence of
 its text nearest the given start, or dropped when the text is not in the context. Evaluation
 uses the answer texts only, as the official scripts do.
-Settings used: max_length, doc_stride, max_query_length, n_best, max_answer_length,
+Settings (`QaSettings`): format, max_length, doc_stride, max_query_length, n_best, max_answer_length,
 version_2_with_negative, null_score_diff_threshold, qa_metric.
 
 Features: `[CLS] question [SEP] context window [SEP]`; the question is cut to max_query_length
@@ -39,13 +39,14 @@ on the letters-and-digits spans that CMRC answers contain, without the nltk depe
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -55,8 +56,40 @@ from torch import nn
 from bertforge.config import BertConfig
 from bertforge.errors import BertforgeError
 from bertforge.model import BertHeadModel, BertModel
-from bertforge.tasks.common import (Encoded, Evaluation, Features, Task, TaskSettings, encode_windows, has_cjk,
-                                    read_lines, read_text, run_model, softmax, warn)
+from bertforge.tasks.features import Features
+from bertforge.tasks.reading import has_cjk, read_lines, read_text, warn
+from bertforge.tasks.registry import register
+from bertforge.tasks.running import run_model, softmax
+from bertforge.tasks.settings import TaskSettings
+from bertforge.tasks.task import Evaluation, ServeApi, ServeCall, Task
+from bertforge.tasks.windows import Encoded, encode_windows
+
+
+@dataclass
+class QaSettings(TaskSettings):
+    """How QA reads its files (`format`: auto | squad), cuts long contexts and decodes answers."""
+
+    doc_stride: int = 128
+    """Tokens shared by consecutive windows of a long context."""
+    max_query_length: int = 64
+    """Questions are cut to this many tokens."""
+    n_best: int = 20
+    """Start and end candidates kept per window."""
+    max_answer_length: int = 30
+    """Longest answer, in tokens."""
+    version_2_with_negative: bool | None = None
+    """SQuAD v2.0 (unanswerable questions allowed); None: yes when the training file has any."""
+    null_score_diff_threshold: float = 0.0
+    """v2: answer "" when null score - best span score exceeds this."""
+    qa_metric: Literal["auto", "squad", "cmrc2018"] = "auto"
+    """`auto` is cmrc2018 (character-level) for Chinese contexts, squad otherwise."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.doc_stride <= 0:
+            raise BertforgeError(f"settings.doc_stride must be positive, got {self.doc_stride}")
+        if self.max_query_length <= 0 or self.n_best <= 0 or self.max_answer_length <= 0:
+            raise BertforgeError("settings.max_query_length, settings.n_best and settings.max_answer_length must be positive")
 
 
 # -- the head -------------------------------------------------------------------------------
@@ -77,6 +110,8 @@ class BertForQuestionAnswering(BertHeadModel):
     """BERT (no pooler) + a linear layer giving each token a start and an end logit."""
 
     architecture = "BertForQuestionAnswering"
+    hf_key_map = {"span_classifier": "qa_outputs"}
+    """Head module paths, ours -> Hugging Face's (read by bertforge.convert)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -126,7 +161,7 @@ class QaExample:
     title: str = ""
 
 
-def read_squad(path: str | Path, settings: TaskSettings, labeled: bool = True) -> list[QaExample]:
+def read_squad(path: str | Path, settings: QaSettings, labeled: bool = True) -> list[QaExample]:
     """Questions of a SQuAD-style JSON file, in file order."""
     path = Path(path)
     if settings.format not in ("auto", "squad"):
@@ -365,24 +400,30 @@ def best_spans(start_logits: np.ndarray, end_logits: np.ndarray, window: Encoded
     return [(float(scores[rows[i], columns[i]]), int(starts[rows[i]]), int(ends[columns[i]])) for i in chosen]
 
 
+@register
 class QuestionAnsweringTask(Task):
     name = "qa"
+    help = "extractive question answering (SQuAD v1.1/v2.0, CMRC2018)"
+    settings_class = QaSettings
     model_class = BertForQuestionAnswering
     primary_metric = "f1"
+    onnx_outputs = ("start_logits", "end_logits")
+    needs_id2label = False
+    serve_title = "question-answering model"
 
-    def read(self, path: str | Path, settings: TaskSettings) -> list[QaExample]:
+    def read(self, path: str | Path, settings: QaSettings) -> list[QaExample]:
         return read_squad(path, settings, labeled=True)
 
-    def label_names(self, examples: list[QaExample], settings: TaskSettings) -> None:
+    def label_names(self, examples: list[QaExample], settings: QaSettings) -> None:
         return None
 
-    def configure(self, config: BertConfig, labels: list[str] | None, settings: TaskSettings) -> BertConfig:
+    def configure(self, config: BertConfig, labels: list[str] | None, settings: QaSettings) -> BertConfig:
         return config
 
     def primary(self, config: BertConfig) -> str:
         return "f1"
 
-    def _windows(self, examples: list[QaExample], tokenizer: Any, settings: TaskSettings) -> list[Encoded]:
+    def _windows(self, examples: list[QaExample], tokenizer: Any, settings: QaSettings) -> list[Encoded]:
         budget = settings.max_length - settings.max_query_length - 3
         if budget <= settings.doc_stride:
             raise BertforgeError(f"settings.doc_stride ({settings.doc_stride}) must be smaller than max_length - "
@@ -393,7 +434,7 @@ class QuestionAnsweringTask(Task):
                               strategy="only_second")
 
     @staticmethod
-    def _cut_questions(questions: list[str], tokenizer: Any, settings: TaskSettings) -> list[str]:
+    def _cut_questions(questions: list[str], tokenizer: Any, settings: QaSettings) -> list[str]:
         """Questions stripped and cut after their max_query_length-th token (by character offset)."""
         questions = [question.strip() for question in questions]
         offsets = tokenizer(questions, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
@@ -401,11 +442,11 @@ class QuestionAnsweringTask(Task):
         return [question if len(spans) <= limit else question[:spans[limit - 1][1]]
                 for question, spans in zip(questions, offsets)]
 
-    def featurize(self, examples: list[QaExample], tokenizer: Any, config: BertConfig, settings: TaskSettings,
+    def featurize(self, examples: list[QaExample], tokenizer: Any, config: BertConfig, settings: QaSettings,
                   training: bool) -> Features:
         return self._features(examples, tokenizer, settings, training).features
 
-    def _features(self, examples: list[QaExample], tokenizer: Any, settings: TaskSettings, training: bool) -> QaFeatures:
+    def _features(self, examples: list[QaExample], tokenizer: Any, settings: QaSettings, training: bool) -> QaFeatures:
         if training:
             # Questions whose every answer could not be located teach nothing true.
             examples = [e for e in examples if e.is_impossible or any(a["answer_start"] >= 0 for a in e.answers)]
@@ -432,7 +473,7 @@ class QuestionAnsweringTask(Task):
         return QaFeatures(features, windows)
 
     def _answers(self, model: BertForQuestionAnswering, tokenizer: Any, examples: list[QaExample],
-                 settings: TaskSettings, batch_size: int, version_2: bool) -> list[dict[str, Any]]:
+                 settings: QaSettings, batch_size: int, version_2: bool) -> list[dict[str, Any]]:
         prepared = self._features(examples, tokenizer, settings, training=False)
         outputs = run_model(model, prepared.features, tokenizer.pad_token_id, batch_size,
                             lambda output, batch: {"start": output.start_logits, "end": output.end_logits})
@@ -468,13 +509,13 @@ class QuestionAnsweringTask(Task):
         return records
 
     @staticmethod
-    def _version_2(examples: list[QaExample], settings: TaskSettings) -> bool:
+    def _version_2(examples: list[QaExample], settings: QaSettings) -> bool:
         if settings.version_2_with_negative is not None:
             return settings.version_2_with_negative
         return any(example.is_impossible for example in examples)
 
     def evaluate(self, model: BertForQuestionAnswering, tokenizer: Any, examples: list[QaExample],
-                 settings: TaskSettings, batch_size: int = 64, features: Features | None = None) -> Evaluation:
+                 settings: QaSettings, batch_size: int = 64, features: Features | None = None) -> Evaluation:
         version_2 = self._version_2(examples, settings)
         records = self._answers(model, tokenizer, examples, settings, batch_size, version_2)
         golds = [[answer["text"] for answer in example.answers] for example in examples]
@@ -494,7 +535,7 @@ class QuestionAnsweringTask(Task):
             record["gold"] = gold
         return Evaluation(metrics, records)
 
-    def read_inputs(self, path: str | Path, settings: TaskSettings) -> list[QaExample]:
+    def read_inputs(self, path: str | Path, settings: QaSettings) -> list[QaExample]:
         """A SQuAD-style JSON file, or JSON lines of {"question", "context"} (optional "id")."""
         path = Path(path)
         text = read_text(path)
@@ -515,15 +556,54 @@ class QuestionAnsweringTask(Task):
             examples.append(QaExample(str(record.get("id", number)), record["question"], record["context"]))
         return examples
 
-    def inputs_from_texts(self, texts: list[str], settings: TaskSettings, context: str | None = None) -> list[QaExample]:
+    def inputs_from_texts(self, texts: list[str], settings: QaSettings, *, context: str | None = None,
+                          text_pair: str | None = None) -> list[QaExample]:
         if context is None:
             raise BertforgeError("question answering needs a context: pass --context TEXT (or --input FILE)")
         return [QaExample(str(index), text, context) for index, text in enumerate(texts, start=1)]
 
     def predict(self, model: BertForQuestionAnswering, tokenizer: Any, inputs: list[QaExample],
-                settings: TaskSettings, batch_size: int = 64) -> list[dict[str, Any]]:
+                settings: QaSettings, batch_size: int = 64) -> list[dict[str, Any]]:
         version_2 = bool(settings.version_2_with_negative)
         records = self._answers(model, tokenizer, inputs, settings, batch_size, version_2)
         for record, example in zip(records, inputs):
             record["context"] = example.context
         return records
+
+    def serve_api(self) -> ServeApi:
+        return _serve_api()
+
+    def serve_inputs(self, body: Any, settings: QaSettings) -> ServeCall:
+        inputs = [QaExample(str(index), item.question, item.context) for index, item in enumerate(body.items, start=1)]
+        return ServeCall(inputs, (), [[item.question for item in body.items], [item.context for item in body.items]])
+
+
+@functools.cache
+def _serve_api() -> ServeApi:
+    """The request and prediction bodies of /v1/qa (pydantic, imported only when serving)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class QaItem(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        question: str
+        context: str
+
+    class QaRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        items: list[QaItem] = Field(min_length=1, description="questions, each with the context it is asked about")
+
+    class Span(BaseModel):
+        text: str
+        start: int
+        end: int
+        score: float
+
+    class QaPrediction(BaseModel):
+        question: str
+        answer: str = Field(description='the answer cut from the context ("" when unanswerable)')
+        start: int = Field(description="character offset of the answer in the context (-1: none)")
+        end: int
+        score: float
+        n_best: list[Span]
+
+    return ServeApi(QaRequest, QaPrediction, "extract the answer to each question from its context")

@@ -55,7 +55,7 @@ class AttentionMaps:
 
 
 def attention_maps(loaded: Any, text: str, text_pair: str | None = None, max_length: int = MAX_TOKENS) -> AttentionMaps:
-    """The maps of `text` (and `text_pair`) under `loaded` (a `bertforge.export.models.LoadedModel`
+    """The maps of `text` (and `text_pair`) under `loaded` (a `bertforge.tasks.loading.LoadedModel`
     on the PyTorch backend), cut to `max_length` tokens."""
     import torch
 

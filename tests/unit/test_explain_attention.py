@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bertforge.cli.main import main
-from bertforge.export.attention import attention_maps, render_html
-from bertforge.export.models import load_model
+from bertforge.explain.attention import attention_maps, render_html
+from bertforge.tasks.loading import load_model
 from test_serve_models import make_model_dir
 
 

@@ -1,0 +1,183 @@
+"""What a model directory holds, and loading it for inference on the torch or onnx backend.
+
+A directory in Hugging Face layout is one of:
+- a fine-tuned task model (kind = the task's name): config.json carries bertforge's
+  `finetuning` record ({"task", "settings"}) or names the architecture of a registered task's
+  head (BertForSequenceClassification, ...);
+- a pretrained model with its masked-LM head (`masked_lm`: BertForPreTraining or
+  BertForMaskedLM, which is what `bertforge pretrain` writes): loaded as BertForMaskedLM, since
+  serving, export and attention maps have no use for the next-sentence head;
+- a bare encoder (`encoder`: BertModel, e.g. sentence-transformers checkpoints).
+
+Every kind has an encoder (`encoder_of`, torch backend), so every kind can embed text and show
+attention. On the onnx backend the model is an `OnnxModel` over the directory's ONNX graph
+(`bertforge export onnx`), with the directory's config, tokenizer and task settings.
+
+The task settings a model was fine-tuned with are stored in its config.json under
+`finetuning`, so `evaluate`, `predict`, export and serve reuse them; settings given by the
+caller win (`Task.settings`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from bertforge.config import BertConfig
+from bertforge.errors import BertforgeError
+from bertforge.tasks.registry import get_task, task_for_architecture
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bertforge.tasks.settings import TaskSettings
+    from bertforge.tasks.task import Task
+
+Backend = Literal["torch", "onnx"]
+SETTINGS_KEY = "finetuning"
+"""config.json key holding {"task": name, "settings": {...}} of a fine-tuned model."""
+MASKED_LM_ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM")
+ENCODER_OUTPUTS: dict[str, tuple[str, ...]] = {"masked_lm": ("mlm_logits",), "encoder": ()}
+"""The head outputs of the kinds that are not tasks (a task declares its own `onnx_outputs`)."""
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def read_config(directory: str | Path) -> BertConfig:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BertforgeError("model directory not found", path=directory)
+    return BertConfig.from_json_file(directory / "config.json")
+
+
+def load_tokenizer(directory: Path, vocab: Path | None = None) -> Any:
+    from bertforge.tokenizer import BertTokenizer
+
+    if vocab is not None:
+        return BertTokenizer(vocab)
+    if not (directory / "vocab.txt").exists():
+        raise BertforgeError("no vocab.txt in the model directory (pass --vocab FILE)", path=directory)
+    return BertTokenizer.from_pretrained(directory)
+
+
+def saved_settings(config: BertConfig) -> tuple[str | None, dict[str, Any]]:
+    """(task name, settings) of a fine-tuned model's `finetuning` record (None, {} without one)."""
+    saved = config.extra.get(SETTINGS_KEY) or {}
+    return saved.get("task"), dict(saved.get("settings") or {})
+
+
+def kind_of(config: BertConfig) -> str:
+    """The kind of model a config.json describes: a task name, `masked_lm` or `encoder`."""
+    saved_task, _ = saved_settings(config)
+    if saved_task is not None:
+        return saved_task
+    architectures = config.extra.get("architectures") or []
+    for architecture in architectures:
+        task = task_for_architecture(architecture)
+        if task is not None:
+            return task.name
+    if any(architecture in MASKED_LM_ARCHITECTURES for architecture in architectures):
+        return "masked_lm"
+    return "encoder"
+
+
+def task_of(directory: Path, config: BertConfig, requested: str | None) -> "Task":
+    """The task of a fine-tuned model; `requested` (a --task) must agree with the model's."""
+    inferred = kind_of(config)
+    inferred_task = None if inferred in ENCODER_OUTPUTS else inferred
+    if requested is not None and inferred_task is not None and requested != inferred_task:
+        raise BertforgeError(f"the model was fine-tuned for task {inferred_task!r}, not {requested!r}", path=directory)
+    name = requested or inferred_task
+    if name is None:
+        raise BertforgeError("cannot tell the task of this model (no fine-tuned head); pass --task", path=directory)
+    task = get_task(name)
+    if task.needs_id2label and not config.id2label:
+        raise BertforgeError("config.json has no id2label: this is not a fine-tuned classifier", path=directory)
+    return task
+
+
+@dataclass
+class LoadedModel:
+    """A model directory ready for inference (eval mode, on its device)."""
+
+    directory: Path
+    kind: str
+    model: "nn.Module"
+    config: BertConfig
+    tokenizer: Any
+    task: "Task | None" = None
+    settings: "TaskSettings | None" = None
+    """The task settings the model was fine-tuned with, under the caller's (task kinds only)."""
+    backend: Backend = "torch"
+
+    @property
+    def encoder(self) -> "nn.Module":
+        return encoder_of(self.model)
+
+    @property
+    def head_outputs(self) -> tuple[str, ...]:
+        """The names of the head's outputs (the task's `onnx_outputs`, or the masked-LM logits)."""
+        return self.task.onnx_outputs if self.task is not None else ENCODER_OUTPUTS[self.kind]
+
+
+def encoder_of(model: "nn.Module") -> "nn.Module":
+    """The BertModel inside a task or masked-LM model (or the model itself)."""
+    from bertforge.model import BertModel
+
+    return model if isinstance(model, BertModel) else model.bert  # type: ignore[return-value]
+
+
+def load_model(directory: str | Path, *, backend: Backend = "torch", device: str = "cpu",
+               task_name: str | None = None, settings: "Mapping[str, Any] | TaskSettings | None" = None,
+               onnx_file: str | Path | None = None, threads: int | None = None) -> LoadedModel:
+    """Load whatever `directory` holds (see the module docstring) in eval mode.
+
+    torch backend: on `device` ("auto": CUDA when available). onnx backend: onnxruntime on
+    `onnx_file` (default DIRECTORY/model.onnx) with `threads` intra-op threads. `task_name`
+    must agree with the model's task; `settings` are laid over the saved ones.
+    """
+    directory = Path(directory)
+    config = read_config(directory)
+    model: Any
+    if backend == "onnx":
+        from bertforge.tasks.onnx_backend import OnnxModel, onnx_path
+
+        model = OnnxModel(onnx_path(directory, None if onnx_file is None else Path(onnx_file)), config, threads)
+        kind = model.kind
+    elif backend == "torch":
+        kind = kind_of(config) if task_name is None else task_name
+        if not any((directory / name).exists() for name in WEIGHT_FILES) and (directory / "model.onnx").exists():
+            raise BertforgeError("this directory holds only an ONNX graph (e.g. from `bertforge quantize`); "
+                                 "use the onnx backend (--backend onnx)", path=directory)
+    else:
+        raise BertforgeError(f"unknown backend {backend!r}; use torch or onnx")
+    task = None
+    merged = None
+    if kind not in ENCODER_OUTPUTS:
+        task = task_of(directory, config, task_name or kind)
+        merged = task.settings(settings, saved_settings(config)[1])
+        kind = task.name
+    elif task_name is not None:
+        get_task(task_name)  # an unknown name raises as such; a known one disagrees with the model
+        raise BertforgeError(f"this is a {kind} model, not a fine-tuned {task_name!r} model", path=directory)
+    if backend == "torch":
+        model = _load_torch(directory, config, task, kind, device)
+    return LoadedModel(directory, kind, model.eval(), model.config if task is not None else config,
+                       load_tokenizer(directory), task, merged, backend)
+
+
+def _load_torch(directory: Path, config: BertConfig, task: "Task | None", kind: str, device: str) -> "nn.Module":
+    from bertforge.train.distributed import resolve_device
+
+    if task is not None:
+        model = task.model_class.from_pretrained(directory, config=config)
+    else:
+        from bertforge.model import BertForMaskedLM, BertModel
+
+        with warnings.catch_warnings():
+            # The next-sentence head of a BertForPreTraining checkpoint, and a pooler a bare
+            # encoder was saved without, are of no use here; their warnings would only confuse.
+            warnings.simplefilter("ignore")
+            model = (BertForMaskedLM if kind == "masked_lm" else BertModel).from_pretrained(directory, config=config)
+    return model.to(resolve_device(device))
