@@ -205,6 +205,48 @@ def test_unpadded_pretraining_matches_padded(sparse_prediction):
     assert_same_grads(grads(fast), grads(plain))
 
 
+@pytest.mark.parametrize("add_pooler", [True, False])
+@pytest.mark.parametrize("holes", [False, True])
+def test_encoder_returns_only_the_wanted_positions(add_pooler, holes):
+    """BertModel(wanted=...): the last hidden state at the wanted positions only, (K, H) in
+    row-major order, and the pooled [CLS], as the plain path's full output gives them; with
+    `every_position` the full (B, T, H) comes back instead."""
+    config = tiny()
+    torch.manual_seed(0)
+    fast = BertModel(config, add_pooler=add_pooler).eval()
+    plain = copy.deepcopy(fast)
+    set_plain(plain)
+    inputs, labels, _ = make_batch(config, seed=8, holes=holes)
+    wanted = labels != IGNORE_INDEX
+    wanted[2, 0] = True  # a [CLS] position asked for as well
+    a = fast(**inputs, wanted=wanted)
+    b = plain(**inputs)
+    assert a.last_hidden_state.shape == (int(wanted.sum()), config.hidden_size)
+    torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state[wanted], atol=ATOL, rtol=0)
+    if add_pooler:
+        torch.testing.assert_close(a.pooler_output, b.pooler_output, atol=ATOL, rtol=0)
+        weights = torch.randn(b.pooler_output.shape, generator=torch.Generator().manual_seed(3))
+        (a.last_hidden_state.sum() + (a.pooler_output * weights).sum()).backward()
+        (b.last_hidden_state[wanted].sum() + (b.pooler_output * weights).sum()).backward()
+    else:
+        assert a.pooler_output is None
+        a.last_hidden_state.sum().backward()
+        b.last_hidden_state[wanted].sum().backward()
+    assert_same_grads(grads(fast), grads(plain))
+    with torch.no_grad():
+        nothing = fast(**inputs, wanted=torch.zeros_like(wanted))
+        assert nothing.last_hidden_state.shape == (0, config.hidden_size)
+        every = fast(**inputs, wanted=wanted, every_position=True)
+        valid = inputs["attention_mask"].bool()
+        torch.testing.assert_close(every.last_hidden_state[valid], b.last_hidden_state.detach()[valid],
+                                   atol=ATOL, rtol=0)
+        # A wanted padded position: only the padded path computes it, so that path runs.
+        on_padding = wanted.clone()
+        on_padding[1, 15] = True
+        torch.testing.assert_close(fast(**inputs, wanted=on_padding).last_hidden_state,
+                                   b.last_hidden_state.detach()[on_padding], atol=ATOL, rtol=0)
+
+
 # -- sparse masked-LM prediction and the sparse last layer ----------------------------------------------
 
 
