@@ -82,10 +82,12 @@ class TaskObjective:
 
 
 def labels_per_row(features: Any) -> float | None:
-    """Mean labelled tokens per feature, for token-level tasks (None otherwise)."""
-    if features.token_labels is None or len(features) == 0:
+    """Mean labelled tokens per feature, for token-level tasks (None otherwise, or for features
+    without packed token labels)."""
+    token_labels = getattr(features, "token_labels", None)
+    if token_labels is None or len(features) == 0:
         return None
-    return max(float((features.token_labels != IGNORE_INDEX).sum()) / len(features), 1e-6)
+    return max(float((token_labels != IGNORE_INDEX).sum()) / len(features), 1e-6)
 
 
 @dataclass
