@@ -146,9 +146,6 @@ class BertConfig:
         data["bertforge"] = {"sparse_prediction": self.sparse_prediction, "fused_qkv": self.fused_qkv}
         return data
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "BertConfig":
         if name not in PRESETS:
@@ -157,6 +154,29 @@ class BertConfig:
 
     def replace(self, **changes: Any) -> "BertConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _changes_class() -> type:
+    """`BertConfigChanges`: every architecture field of `BertConfig` as an optional override."""
+    hints = get_type_hints(BertConfig)
+    specs = [(f.name, hints[f.name] | None, field(default=None)) for f in fields(BertConfig)
+             if f.name not in _NOT_CHANGEABLE]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that are set (not None), as BertConfig keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    cls = dataclasses.make_dataclass("BertConfigChanges", specs, namespace={
+        "as_dict": as_dict, "__doc__": "Changes to a preset's (or a checkpoint's) BertConfig; None: unchanged. "
+                                       "Written to YAML without the unset fields."})
+    cls.__module__ = __name__
+    cls.omit_none = True
+    return cls
+
+
+_NOT_CHANGEABLE = ("vocab_size", "id2label", "problem_type", "extra")
+"""vocab_size comes from the data's vocab; labels and `extra` belong to task heads and config.json."""
+BertConfigChanges = _changes_class()
 
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
@@ -291,6 +311,11 @@ def build_dataclass(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> 
         return cls(**kwargs)
     except TypeError as error:
         raise BertforgeError(f"{prefix or cls.__name__}: {error}") from None
+    except BertforgeError as error:
+        # A section's own check names the field; the prefix says which section it sits in.
+        if not prefix or error.path is not None or str(error).startswith(prefix.split(".")[0]):
+            raise
+        raise BertforgeError(f"{prefix}.{error}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -376,7 +401,9 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
 def to_plain(obj: Any) -> Any:
     """A dataclass tree as plain YAML/JSON-able data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+        omit_none = getattr(obj, "omit_none", False)
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)
+                if not (omit_none and getattr(obj, f.name) is None)}
     if isinstance(obj, (list, tuple)):
         return [to_plain(item) for item in obj]
     if isinstance(obj, dict):

@@ -206,4 +206,4 @@ def test_every_shipped_recipe_parses():
     builtin = config_of("train.max_steps=7")
     assert builtin.train.max_steps == 7 and builtin.train.time_limit_minutes == 4.5
     own = config_of("data.prepared=somewhere", "train.max_steps=7")
-    assert own.train.time_limit_minutes is None and own.model.changes == {}
+    assert own.train.time_limit_minutes is None and own.model.changes.as_dict() == {}

@@ -37,7 +37,7 @@ def prepared(tmp_path_factory):
     write_corpus(root / "text", np.random.default_rng(0))
     directories = {}
     for name, settings in {"nsp": {}, "mlm": {"mode": "mlm"},
-                           "static": {"masking": "static", "dupe_factor": 1}}.items():
+                           "static": {"static_masks": True, "dupe_factor": 1}}.items():
         out = root / name
         prepare_corpus(PrepareConfig(inputs=[str(root / "text")], vocab=str(vocab), out=str(out), workers=1,
                                      chunk_mb=0.005, eval_fraction=0.1, max_seq_length=64, **settings),

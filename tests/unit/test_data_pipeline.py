@@ -172,7 +172,7 @@ def test_resume_after_a_crash_gives_the_same_result(corpus, tmp_path):
 
 def test_static_masking_stores_fixed_masks(corpus, tmp_path):
     root, _, vocab = corpus
-    manifest = prepare(root, vocab, tmp_path / "out", masking="static", dupe_factor=2,
+    manifest = prepare(root, vocab, tmp_path / "out", static_masks=True, dupe_factor=2,
                        whole_word_mask="wordpiece")
     tokenizer = BertTokenizer(vocab)
     dynamic = prepare(root, vocab, tmp_path / "dynamic")
@@ -257,7 +257,7 @@ def test_errors_raised_in_worker_processes_name_file_and_line(corpus, tmp_path):
 def test_config_rejects_pointless_duplicates():
     with pytest.raises(BertforgeError, match="only repeat identical"):
         PrepareConfig(inputs=["x"], vocab="v", out="o", mode="mlm", dupe_factor=2)
-    PrepareConfig(inputs=["x"], vocab="v", out="o", mode="mlm", dupe_factor=2, masking="static")
+    PrepareConfig(inputs=["x"], vocab="v", out="o", mode="mlm", dupe_factor=2, static_masks=True)
 
 
 def test_tiny_corpus_still_gets_an_eval_split(tmp_path):

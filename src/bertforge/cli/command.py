@@ -5,12 +5,23 @@ from the dataclass fields (as litgpt builds its CLI from typed signatures): each
 simple type becomes a `--flag`, every field can also be set from `--config FILE.yaml` or by a
 dotted `key=value` override, and the result is checked by `bertforge.config.build_dataclass`.
 Precedence: dataclass defaults < `--config` file < flags < dotted overrides.
+
+The options dataclass is usually a library config itself, or a subclass adding a few CLI-only
+switches (`bertforge data prepare` is `PrepareConfig` plus `--quiet`), so no setting is copied:
+the `--help` text of a field is its `option(help=...)`, else the docstring written under it in
+the library class. A command with `section_flags` also gets dotted flags for the fields of its
+nested dataclass sections (`--masking.masked-lm-prob 0.2`); the others set sections with
+overrides only (`train.max_steps=100`).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -18,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
 from bertforge.config import build_dataclass, deep_merge, load_yaml, merge_overrides
+from bertforge.errors import BertforgeError
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", positional: bool = False,
@@ -40,6 +52,37 @@ class Command:
     examples: list[str] = field(default_factory=list)
     takes_overrides: bool = True
     """Whether trailing `key=value` dotted overrides are accepted."""
+    section_flags: bool = False
+    """Give the fields of nested dataclass sections dotted flags (`--masking.masked-lm-prob`)."""
+    flag_names: dict[str, str] = field(default_factory=dict)
+    """A field's flag when it is not `--field-name` (`{"inputs": "--input"}`)."""
+    defaults: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Completes the merged raw options before they are checked (a recipe's defaults that
+    depend on what was asked for); the whole typed tree is then built at once."""
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under the fields of a dataclass (and its dataclass bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _help_of(cls: type, f: dataclasses.Field) -> str:
+    return (f.metadata.get("help") or field_docs(cls).get(f.name, "")).rstrip(".")
 
 
 def _simple_type(tp: Any) -> tuple[Any, bool]:
@@ -95,14 +138,31 @@ def build_parser(commands: list[Command], prog: str = "bertforge", description: 
 
 
 def _add_options(parser: argparse.ArgumentParser, command: Command) -> None:
-    hints = get_type_hints(command.options)
     parser.add_argument("--config", type=Path, metavar="FILE.yaml", default=None,
                         help="YAML file of options (flags and overrides win over it)")
-    for f in fields(command.options):
+    _add_fields(parser, command, command.options, "")
+    if command.takes_overrides:
+        parser.add_argument("overrides", nargs="*", metavar="key=value", default=[],
+                            help="dotted overrides, e.g. train.max_steps=100")
+
+
+def _add_fields(parser: argparse.ArgumentParser, command: Command, cls: type, prefix: str) -> None:
+    """A flag for each simple field of `cls`; with `section_flags`, dotted ones for its sections."""
+    hints = get_type_hints(cls)
+    # Required options first in --help (a subclass's kw-only fields come after its base's).
+    ordered = sorted(fields(cls), key=lambda f: f.default is not dataclasses.MISSING
+                     or f.default_factory is not dataclasses.MISSING)
+    for f in ordered:
+        if not f.init:
+            continue
+        dest = prefix + f.name
         kwargs = _flag_kwargs(hints[f.name])
         if kwargs is None:
+            inner, _ = _simple_type(hints[f.name])
+            if command.section_flags and dataclasses.is_dataclass(inner):
+                _add_fields(parser, command, inner, dest + ".")
             continue
-        help_text = f.metadata.get("help", "")
+        help_text = _help_of(cls, f)
         default = f.default if f.default is not dataclasses.MISSING else None
         if default not in (None, dataclasses.MISSING) and not isinstance(default, bool):
             help_text += f" (default: {default})"
@@ -111,13 +171,36 @@ def _add_options(parser: argparse.ArgumentParser, command: Command) -> None:
             parser.add_argument(f.name, help=help_text, default=argparse.SUPPRESS,
                                 nargs=kwargs.pop("nargs", "?"), **kwargs)
             continue
-        names = ["--" + f.name.replace("_", "-")]
+        names = [command.flag_names.get(dest, "--" + dest.replace("_", "-"))]
         if f.metadata.get("short"):
             names.insert(0, f.metadata["short"])
-        parser.add_argument(*names, dest=f.name, help=help_text, default=argparse.SUPPRESS, **kwargs)
-    if command.takes_overrides:
-        parser.add_argument("overrides", nargs="*", metavar="key=value", default=[],
-                            help="dotted overrides, e.g. train.max_steps=100")
+        parser.add_argument(*names, dest=dest, help=help_text, default=argparse.SUPPRESS, **kwargs)
+
+
+def _flag_values(cls: type, namespace: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    """The flags given on the command line, nested as the dataclass sections are."""
+    values: dict[str, Any] = {}
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        dest = prefix + f.name
+        if hasattr(namespace, dest):
+            values[f.name] = getattr(namespace, dest)
+            continue
+        inner, _ = _simple_type(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            nested = _flag_values(inner, namespace, dest + ".")
+            if nested:
+                values[f.name] = nested
+    return values
+
+
+def _check_required(command: Command, data: dict[str, Any]) -> None:
+    """A missing required option is a one-line error naming its flag."""
+    for f in fields(command.options):
+        missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.init and missing and data.get(f.name) in (None, "", []):
+            flag = command.flag_names.get(f.name, "--" + f.name.replace("_", "-"))
+            raise BertforgeError(f"no {f.name}: pass {flag} ({_help_of(command.options, f)})")
 
 
 def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
@@ -126,7 +209,7 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
     config_path = getattr(namespace, "config", None)
     if config_path is not None:
         data = load_yaml(config_path)
-    flags = {f.name: getattr(namespace, f.name) for f in fields(command.options) if hasattr(namespace, f.name)}
+    flags = _flag_values(command.options, namespace)
     positional = [f.name for f in fields(command.options) if f.metadata.get("positional")]
     overrides = list(getattr(namespace, "overrides", []) or [])
     # A list option (`--fill-mask A B`, positional texts) swallows nothing that looks like an
@@ -141,6 +224,9 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
             flags.pop(name, None)
     data = deep_merge(data, flags)
     data = merge_overrides(data, overrides)
+    if command.defaults is not None:
+        data = command.defaults(data)
+    _check_required(command, data)
     return build_dataclass(command.options, data)
 
 

@@ -36,13 +36,7 @@ Every command takes --config FILE.yaml and dotted key=value overrides;
 def available_commands() -> list[Command]:
     commands: list[Command] = []
     for name in COMMAND_MODULES:
-        try:
-            module = import_module(f"bertforge.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"bertforge.cli.{name}":
-                continue  # not built yet
-            raise
-        commands.extend(module.COMMANDS)
+        commands.extend(import_module(f"bertforge.cli.{name}").COMMANDS)
     return commands
 
 

@@ -9,8 +9,8 @@ padded batches for the trainer (`PretrainingDataset`, `PretrainingBatches`).
 Modules: `documents` (reading and sentence splitting), `instances` (NSP, SOP and packed MLM
 instances), `masking` (80/10/10 and whole-word masking, pure functions), `shards` (the file
 format and manifest), `prepare` (the parallel, resumable pipeline), `loader` (dataset, order,
-ranks, collation). The loader imports torch; preparing data does not, so the names are loaded
-on first use.
+ranks, collation), `builtin` (the built-in corpus: Python's own documentation). The loader
+imports torch; preparing data does not, so the names are loaded on first use.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "PrepareConfig": "bertforge.data.prepare",
+    "PrepareSettings": "bertforge.data.prepare",
     "prepare_corpus": "bertforge.data.prepare",
     "MaskingConfig": "bertforge.data.masking",
     "PretrainingDataset": "bertforge.data.loader",

@@ -141,53 +141,67 @@ def create_pair_instances(documents: Sequence[Document], document_index: int, *,
         current_chunk.append(segment)
         current_length += len(segment)
         if i == len(document) - 1 or current_length >= target_seq_length:
-            chunk_first = i + 1 - len(current_chunk)  # the chunk is sentences chunk_first..i
-            split_single = False
-            if len(current_chunk) == 1 and len(current_chunk[0]) >= 2:
-                only = current_chunk[0]
-                cut = int(rng.integers(1, len(only)))
-                current_chunk = [only[:cut], only[cut:]]
-                split_single = True
-            # WHY (google): "`a_end` is how many segments from `current_chunk` go into the `A`
-            # (first) sentence."
-            a_end = 1
-            if len(current_chunk) >= 2:
-                a_end = int(rng.integers(1, len(current_chunk)))
-            tokens_a = [token for part in current_chunk[:a_end] for token in part]
-
-            tokens_b: list[int] = []
-            label = IS_NEXT
-            source = None
-            if task == "nsp" and (len(current_chunk) == 1 or rng.random() < 0.5):
-                # WHY (google): "we try to make sure that the random document is not the same as
-                # the document we're processing."
-                source = _random_source(rng, documents, document_index, chunk_first, i)
-            if source is not None:
-                label = RANDOM_NEXT
-                target_b_length = target_seq_length - len(tokens_a)
-                random_document, random_start = documents[source[0]], source[1]
-                for j in range(random_start, len(random_document)):
-                    tokens_b.extend(random_document[j])
-                    if len(tokens_b) >= target_b_length:
-                        break
-                # WHY (google): "We didn't actually use these segments so we 'put them back' so
-                # they don't go to waste." (A split single segment has nothing to put back: its
-                # second half is not a sentence of the document.)
-                if not split_single:
-                    i -= len(current_chunk) - a_end
-            elif len(current_chunk) >= 2:
-                tokens_b = [token for part in current_chunk[a_end:] for token in part]
-                if task == "sop" and rng.random() < 0.5:
-                    # ALBERT: the two consecutive segments in swapped order are the negatives.
-                    tokens_a, tokens_b = tokens_b, tokens_a
-                    label = SWAPPED
-            if tokens_a and tokens_b:
-                tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-                instances.append(PairInstance(tokens_a, tokens_b, label))
+            instance, put_back = _pair_from_chunk(current_chunk, documents, document_index, i,
+                                                  target_seq_length, max_num_tokens, rng, task)
+            if instance is not None:
+                instances.append(instance)
+            i -= put_back
             current_chunk = []
             current_length = 0
         i += 1
     return instances
+
+
+def _pair_from_chunk(current_chunk: list[Sequence[int]], documents: Sequence[Document], document_index: int,
+                     last: int, target_seq_length: int, max_num_tokens: int, rng: np.random.Generator,
+                     task: str) -> tuple[PairInstance | None, int]:
+    """One pair from the chunk of sentences that ends at sentence `last` of the document, and how
+    many of those sentences go back to be used again (those a random B left unused)."""
+    chunk_first = last + 1 - len(current_chunk)  # the chunk is sentences chunk_first..last
+    split_single = False
+    if len(current_chunk) == 1 and len(current_chunk[0]) >= 2:
+        only = current_chunk[0]
+        cut = int(rng.integers(1, len(only)))
+        current_chunk = [only[:cut], only[cut:]]
+        split_single = True
+    # WHY (google): "`a_end` is how many segments from `current_chunk` go into the `A`
+    # (first) sentence."
+    a_end = 1
+    if len(current_chunk) >= 2:
+        a_end = int(rng.integers(1, len(current_chunk)))
+    tokens_a = [token for part in current_chunk[:a_end] for token in part]
+
+    tokens_b: list[int] = []
+    label = IS_NEXT
+    source = None
+    put_back = 0
+    if task == "nsp" and (len(current_chunk) == 1 or rng.random() < 0.5):
+        # WHY (google): "we try to make sure that the random document is not the same as
+        # the document we're processing."
+        source = _random_source(rng, documents, document_index, chunk_first, last)
+    if source is not None:
+        label = RANDOM_NEXT
+        target_b_length = target_seq_length - len(tokens_a)
+        random_document, random_start = documents[source[0]], source[1]
+        for j in range(random_start, len(random_document)):
+            tokens_b.extend(random_document[j])
+            if len(tokens_b) >= target_b_length:
+                break
+        # WHY (google): "We didn't actually use these segments so we 'put them back' so
+        # they don't go to waste." (A split single segment has nothing to put back: its
+        # second half is not a sentence of the document.)
+        if not split_single:
+            put_back = len(current_chunk) - a_end
+    elif len(current_chunk) >= 2:
+        tokens_b = [token for part in current_chunk[a_end:] for token in part]
+        if task == "sop" and rng.random() < 0.5:
+            # ALBERT: the two consecutive segments in swapped order are the negatives.
+            tokens_a, tokens_b = tokens_b, tokens_a
+            label = SWAPPED
+    if not (tokens_a and tokens_b):
+        return None, put_back
+    tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+    return PairInstance(tokens_a, tokens_b, label), put_back
 
 
 def create_packed_instances(documents: Sequence[Document], *, max_num_tokens: int,

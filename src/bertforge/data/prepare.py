@@ -33,7 +33,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -42,6 +42,8 @@ import numpy as np
 
 from bertforge.errors import BertforgeError
 from bertforge.fileio import atomic_write_json
+from bertforge.progress import progress_bar
+from bertforge.version import __version__
 from bertforge.data.documents import Chunk, InputFile, Layout, TextStats, iter_chunks, parse_piece, resolve_inputs
 from bertforge.data.instances import (PairInstance, create_packed_instances, create_pair_instances,
                                       split_long_sentences)
@@ -57,23 +59,24 @@ travels through instance creation (which never looks at values); stripped before
 
 
 @dataclass
-class PrepareConfig:
-    """Settings of `bertforge data prepare` (see the module docstring and `--help`)."""
+class PrepareSettings:
+    """How `prepare_corpus` turns text into instances: every setting but the paths and the masking.
 
-    inputs: list[str]
-    """Files, directories and glob patterns of UTF-8 text (optionally gzip-compressed)."""
-    vocab: str
-    """vocab.txt, or a tokenizer directory (vocab.txt + tokenizer_config.json)."""
-    out: str
-    """Output directory: manifest.json, vocab.txt, tokenizer_config.json, train/, eval/."""
+    This is the pretraining recipe's `data.prepare` section; `PrepareConfig` adds the inputs,
+    the vocab, the output directory and the one `MaskingConfig` (the recipe's `data.masking`).
+    """
+
     lowercase: bool | None = None
-    """Lower-case the text; None: from tokenizer_config.json or guessed from the vocab."""
+    """Lower-case the text; None: from tokenizer_config.json or guessed from the vocab (a vocab
+    the pretraining recipe trains is uncased unless this is false)."""
     mode: Literal["nsp", "sop", "mlm"] = "nsp"
     """nsp: BERT's sentence pairs; sop: ALBERT's sentence order; mlm: RoBERTa's packing."""
     max_seq_length: int = 128
+    """Tokens per instance, [CLS] and [SEP] included; at most the model's max_position_embeddings."""
     short_seq_prob: float = 0.1
     """Fraction of pair instances with a shorter random target length (nsp, sop)."""
     layout: Layout = "auto"
+    """lines (one sentence a line), paragraphs, jsonl, or auto (by file name)."""
     text_field: str = "text"
     """The JSON field that holds a document's text (jsonl layout)."""
     eval_fraction: float = 0.01
@@ -81,13 +84,13 @@ class PrepareConfig:
     whole_word_mask: Literal["none", "wordpiece", "jieba"] = "none"
     """Default masking unit: tokens; wordpiece words (## continuations); jieba-segmented
     Chinese words (their boundaries are stored in the shards)."""
-    masking: Literal["dynamic", "static"] = "dynamic"
-    """dynamic: a fresh mask each time an instance is served; static: masks fixed here."""
+    static_masks: bool = False
+    """Fix the masks here (google-research/bert) instead of drawing them afresh each time an
+    instance is served (dynamic masking, RoBERTa)."""
     dupe_factor: int = 1
     """Copies of the data, each with its own pairs (and masks, when static). google used 10."""
-    masked_lm_prob: float = 0.15
-    max_predictions_per_seq: int | None = None
     seed: int = 0
+    """Random seed: the same seed gives the same bytes."""
     workers: int = 0
     """Worker processes; 0: one per CPU core."""
     chunk_mb: float = 1.0
@@ -98,16 +101,10 @@ class PrepareConfig:
     """Replace an output directory prepared with other settings or inputs."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.inputs, (str, Path)):
-            self.inputs = [str(self.inputs)]
-        self.inputs = [str(item) for item in self.inputs]
-        self.vocab, self.out = str(self.vocab), str(self.out)
         if self.mode not in ("nsp", "sop", "mlm"):
             raise BertforgeError(f"mode must be nsp, sop or mlm, got {self.mode!r}")
         if self.whole_word_mask not in ("none", "wordpiece", "jieba"):
             raise BertforgeError(f"whole_word_mask must be none, wordpiece or jieba, got {self.whole_word_mask!r}")
-        if self.masking not in ("dynamic", "static"):
-            raise BertforgeError(f"masking must be dynamic or static, got {self.masking!r}")
         minimum = 4 if self.mode != "mlm" else 3
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < minimum:
             raise BertforgeError(f"max_seq_length must be an integer of at least {minimum}, got {self.max_seq_length!r}")
@@ -117,27 +114,67 @@ class PrepareConfig:
             raise BertforgeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction!r}")
         if not isinstance(self.dupe_factor, int) or self.dupe_factor < 1:
             raise BertforgeError(f"dupe_factor must be a positive integer, got {self.dupe_factor!r}")
-        if self.dupe_factor > 1 and self.mode == "mlm" and self.masking == "dynamic":
+        if self.dupe_factor > 1 and self.mode == "mlm" and not self.static_masks:
             raise BertforgeError("dupe_factor > 1 in mlm mode with dynamic masking would only repeat identical "
-                                 "sequences (packing is deterministic); use --masking static or dupe_factor 1")
+                                 "sequences (packing is deterministic); use --static-masks or dupe_factor 1")
         if self.workers < 0:
             raise BertforgeError(f"workers must be 0 (all cores) or positive, got {self.workers!r}")
         if not self.chunk_mb > 0:
             raise BertforgeError(f"chunk_mb must be positive, got {self.chunk_mb!r}")
-        self.masking_config()  # checks masked_lm_prob and max_predictions_per_seq
 
-    def masking_config(self) -> MaskingConfig:
-        return MaskingConfig(masked_lm_prob=self.masked_lm_prob, max_predictions_per_seq=self.max_predictions_per_seq,
-                             whole_word_mask=self.whole_word_mask != "none")
+
+@dataclass(kw_only=True)
+class PrepareConfig(PrepareSettings):
+    """Settings of `bertforge data prepare` (see the module docstring and `--help`)."""
+
+    inputs: list[str]
+    """Text files, directories or glob patterns (UTF-8, optionally gzip-compressed)."""
+    vocab: str
+    """vocab.txt, or a tokenizer directory (vocab.txt + tokenizer_config.json)."""
+    out: str
+    """Output directory: manifest.json, vocab.txt, tokenizer_config.json, train/, eval/."""
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Masking rate and cap (recorded in the manifest), and the masks themselves when static."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, (str, Path)):
+            self.inputs = [str(self.inputs)]
+        self.inputs = [str(item) for item in self.inputs]
+        self.vocab, self.out = str(self.vocab), str(self.out)
+        super().__post_init__()
+
+    @property
+    def whole_word(self) -> bool:
+        """Whether static masks cover whole words: the masking's choice, else the prepared unit's."""
+        if self.masking.whole_word_mask is not None:
+            return self.masking.whole_word_mask
+        return self.whole_word_mask != "none"
 
     @property
     def chunk_bytes(self) -> int:
         return max(64, int(self.chunk_mb * 1_000_000))
 
     def settings(self) -> dict[str, Any]:
-        """Everything that changes the bytes of the output (not inputs, paths, workers, strict)."""
-        exclude = {"inputs", "vocab", "out", "workers", "strict", "overwrite"}
-        return {key: value for key, value in asdict(self).items() if key not in exclude}
+        """Everything that changes the bytes of the output (not inputs, paths, workers, strict).
+
+        Flat, under the names data was prepared with before the masking became one section, so
+        that data prepared then keeps its hash. The 80/10/10 split and a whole-word override
+        shape only static masks, and enter only when static masks take them from the defaults.
+        """
+        masking = self.masking
+        result: dict[str, Any] = {
+            "lowercase": self.lowercase, "mode": self.mode, "max_seq_length": self.max_seq_length,
+            "short_seq_prob": self.short_seq_prob, "layout": self.layout, "text_field": self.text_field,
+            "eval_fraction": self.eval_fraction, "whole_word_mask": self.whole_word_mask,
+            "masking": "static" if self.static_masks else "dynamic", "dupe_factor": self.dupe_factor,
+            "masked_lm_prob": masking.masked_lm_prob, "max_predictions_per_seq": masking.max_predictions_per_seq,
+            "seed": self.seed, "chunk_mb": self.chunk_mb}
+        if self.static_masks:
+            defaults = MaskingConfig()
+            for name in ("mask_token_prob", "random_token_prob", "whole_word_mask"):
+                if getattr(masking, name) != getattr(defaults, name):
+                    result[f"masking.{name}"] = getattr(masking, name)
+        return result
 
 
 # -- the tokenizer and what workers need -------------------------------------------------------
@@ -180,7 +217,7 @@ class _Worker:
         self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.dtype = token_dtype(tokenizer.vocab_size)
         self.tables = VocabTables.from_tokens(tokenizer.tokens, tokenizer.all_special_ids, tokenizer.mask_token_id)
-        self.masking = self.config.masking_config()
+        self.masking = self.config.masking
         self.jieba = None
         if self.config.whole_word_mask == "jieba":
             self.jieba = _load_jieba()
@@ -307,7 +344,7 @@ class _Worker:
             tokens_array &= _CONTINUATION_BIT - 1
         counts: dict[str, Any] = {"instances": count, "tokens": int(offsets[-1])}
         arrays: dict[str, np.ndarray] = {}
-        if config.masking == "static":
+        if config.static_masks:
             tokens_array, mask_arrays, predictions = self._static_masks(tokens_array, offsets, word_starts,
                                                                         chunk_index, split_id)
             arrays.update(mask_arrays)
@@ -329,7 +366,7 @@ class _Worker:
     def _static_masks(self, flat: np.ndarray, offsets: np.ndarray, word_starts: np.ndarray | None,
                       chunk_index: int, split_id: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
         config = self.config
-        whole_word = config.whole_word_mask != "none"
+        whole_word = config.whole_word
         max_predictions = self.masking.max_predictions(config.max_seq_length)
         masked_flat = flat.copy()
         positions: list[np.ndarray] = []
@@ -457,8 +494,7 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     out = Path(config.out)
     expected_hash = settings_hash(config, tokenizer)
     inputs = [{"path": str(file.path), "bytes": file.size} for file in files]
-    manifest_path = out / MANIFEST
-    existing = read_manifest(manifest_path)
+    existing = read_manifest(out / MANIFEST)
     if existing is not None and not config.overwrite:
         if existing.get("settings_hash") == expected_hash and existing.get("inputs") == inputs:
             if progress:
@@ -469,40 +505,10 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     _prepare_directory(out, existing, config.overwrite)
     tokenizer.save_pretrained(out)
     setup = _Setup(config=config, out=str(out), settings_hash=expected_hash)
-
-    total_bytes = sum(file.size for file in files)
-    compressed = _any_compressed(files)
-    workers = config.workers or _available_cores()
-    if total_bytes <= config.chunk_bytes and not compressed:
-        workers = 1  # one chunk: starting worker processes would only cost time
-    results: dict[int, dict[str, Any]] = {}
     show_bar = progress and (sys.stderr.isatty() if bar is None else bar)
-    progress_bar = _progress_bar(None if compressed else total_bytes, enabled=show_bar)
-    state = {"instances": 0, "reused": 0}
+    results, reused = _process_chunks(files, config, setup, show_bar, started)
 
-    def record(index: int, result: dict[str, Any], num_bytes: int) -> None:
-        results[index] = result
-        state["instances"] += sum(counts["instances"] for counts in result["splits"].values())
-        if progress_bar is not None:
-            progress_bar.update(num_bytes)
-            rate = state["instances"] / max(time.perf_counter() - started, 1e-9)
-            progress_bar.set_postfix_str(f"{rate:,.0f} instances/s", refresh=False)
-
-    try:
-        if workers == 1:
-            worker = _Worker(setup)
-            for chunk in iter_chunks(files, config.chunk_bytes):
-                digest = chunk.digest()
-                done = _finished_shard(out, chunk, digest, expected_hash)
-                state["reused"] += done is not None
-                record(chunk.index, done or worker.process(chunk, digest), chunk.num_bytes)
-        else:
-            _run_pool(files, config, setup, out, expected_hash, workers, record, state)
-    finally:
-        if progress_bar is not None:
-            progress_bar.close()
-
-    manifest = _build_manifest(config, tokenizer, files, inputs, results, expected_hash, out)
+    manifest = _build_manifest(config, tokenizer, files, inputs, results, expected_hash)
     counts = manifest["counts"]
     if counts["documents"] == 0:
         raise BertforgeError(f"the corpus is empty: no text found in {len(files)} input file(s)",
@@ -511,16 +517,52 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
         raise BertforgeError(f"no training instances could be made from {counts['documents']} document(s) "
                              f"(too short for {config.mode} pairs?)")
     _remove_stale_shards(out, len(results))
-    atomic_write_json(manifest_path, manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     elapsed = time.perf_counter() - started
     for path, replaced in sorted(manifest["replaced_by_file"].items()):
         log(f"warning: {path}: {replaced:,} invalid UTF-8 sequence(s) replaced with U+FFFD "
             f"(--strict makes this an error)")
     if progress:
-        if state["reused"]:
-            log(f"resumed: {state['reused']} of {len(results)} chunks were already done")
+        if reused:
+            log(f"resumed: {reused} of {len(results)} chunks were already done")
         log(format_summary(manifest, elapsed))
     return manifest
+
+
+def _process_chunks(files: list[InputFile], config: PrepareConfig, setup: _Setup, show_bar: bool,
+                    started: float) -> tuple[dict[int, dict[str, Any]], int]:
+    """Every chunk's results (reused from finished shards, or made now), and how many were reused."""
+    out = Path(setup.out)
+    total_bytes = sum(file.size for file in files)
+    compressed = _any_compressed(files)
+    workers = config.workers or _available_cores()
+    if total_bytes <= config.chunk_bytes and not compressed:
+        workers = 1  # one chunk: starting worker processes would only cost time
+    results: dict[int, dict[str, Any]] = {}
+    bar = progress_bar(None if compressed else total_bytes, 0, show_bar, "preparing", unit="B", unit_scale=True,
+                       mininterval=0.5)
+    state = {"instances": 0, "reused": 0}
+
+    def record(index: int, result: dict[str, Any], num_bytes: int) -> None:
+        results[index] = result
+        state["instances"] += sum(counts["instances"] for counts in result["splits"].values())
+        bar.update(num_bytes)
+        rate = state["instances"] / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix_str(f"{rate:,.0f} instances/s", refresh=False)
+
+    try:
+        if workers == 1:
+            worker = _Worker(setup)
+            for chunk in iter_chunks(files, config.chunk_bytes):
+                digest = chunk.digest()
+                done = _finished_shard(out, chunk, digest, setup.settings_hash)
+                state["reused"] += done is not None
+                record(chunk.index, done or worker.process(chunk, digest), chunk.num_bytes)
+        else:
+            _run_pool(files, config, setup, out, setup.settings_hash, workers, record, state)
+    finally:
+        bar.close()
+    return results, state["reused"]
 
 
 def _run_pool(files: list[InputFile], config: PrepareConfig, setup: _Setup, out: Path, expected_hash: str,
@@ -577,15 +619,6 @@ def _any_compressed(files: list[InputFile]) -> bool:
     return False
 
 
-def _progress_bar(total: int | None, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="preparing",
-                file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-
-
 def _remove_stale_shards(out: Path, num_chunks: int) -> None:
     """Shards of chunks past the end (an earlier run over a longer input) are not ours anymore."""
     for split in SPLITS:
@@ -599,9 +632,7 @@ def _remove_stale_shards(out: Path, num_chunks: int) -> None:
 
 
 def _build_manifest(config: PrepareConfig, tokenizer, files: list[InputFile], inputs: list[dict[str, Any]],
-                    results: dict[int, dict[str, Any]], expected_hash: str, out: Path) -> dict[str, Any]:
-    from bertforge import __version__
-
+                    results: dict[int, dict[str, Any]], expected_hash: str) -> dict[str, Any]:
     text = TextStats()
     replaced_by_file: dict[str, int] = {}
     long_split = 0
@@ -610,7 +641,7 @@ def _build_manifest(config: PrepareConfig, tokenizer, files: list[InputFile], in
         splits[split] = {"instances": 0, "tokens": 0, "documents": 0, "shards": []}
         if config.mode != "mlm":
             splits[split]["label_1"] = 0
-        if config.masking == "static":
+        if config.static_masks:
             splits[split]["predictions"] = 0
     for index in sorted(results):
         result = results[index]
@@ -627,7 +658,7 @@ def _build_manifest(config: PrepareConfig, tokenizer, files: list[InputFile], in
                     summary[key] += counts.get(key, 0)
             summary["shards"].append({"file": f"{split}/{shard_name(index)}", "instances": counts["instances"],
                                       "tokens": counts["tokens"]})
-    masking = config.masking_config()
+    masking = config.masking
     special_ids = {"pad": tokenizer.pad_token_id, "unk": tokenizer.unk_token_id, "cls": tokenizer.cls_token_id,
                    "sep": tokenizer.sep_token_id, "mask": tokenizer.mask_token_id}
     return {
@@ -637,7 +668,7 @@ def _build_manifest(config: PrepareConfig, tokenizer, files: list[InputFile], in
         "settings_hash": expected_hash,
         "mode": config.mode,
         "max_seq_length": config.max_seq_length,
-        "masking": config.masking,
+        "masking": "static" if config.static_masks else "dynamic",
         "whole_word_mask": config.whole_word_mask,
         "max_predictions_per_seq": masking.max_predictions(config.max_seq_length),
         "vocab": {"file": "vocab.txt", "hash": tokenizer.vocab_hash, "size": tokenizer.vocab_size,
@@ -682,4 +713,4 @@ def format_summary(manifest: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PrepareConfig", "prepare_corpus", "format_summary", "load_tokenizer"]
+__all__ = ["PrepareConfig", "PrepareSettings", "prepare_corpus", "format_summary", "load_tokenizer"]

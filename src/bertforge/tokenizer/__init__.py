@@ -2,7 +2,7 @@
 
 See `bertforge.tokenizer.bert` for the tokenizer's interface (word ids for NER, sequence ids
 and overflow for QA, the fast `encode_batch_ids` path for data preparation, and what it adds
-to docs/API), `bertforge.tokenizer.train` for training a vocab and
+to the interface of transformers' BertTokenizer), `bertforge.tokenizer.train` for training a vocab and
 `bertforge.tokenizer.vocab` for reading vocab files.
 """
 

@@ -26,7 +26,7 @@ list, which is what first-sub-token labelling needs. `batch.sequence_ids(i)` giv
 per token (which text of a pair it came from). Passing `return_word_ids=True` also puts the
 word ids into the dict as `batch["word_ids"]` (always lists, even with `return_tensors`).
 
-Additions to the interface in docs/API: `strip_accents`, `tokenize_chinese_chars` and
+Additions to the interface of transformers' `BertTokenizer`: `strip_accents`, `tokenize_chinese_chars` and
 `model_max_length` constructor arguments (the same meaning as in transformers'
 tokenizer_config.json), `return_word_ids` and `pad_to_multiple_of` call options,
 `BatchEncoding.word_ids/sequence_ids/tokens`, `tok.vocab_hash` (sha256 of the vocab in id order,

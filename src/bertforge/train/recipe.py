@@ -1,8 +1,19 @@
-"""`run_pretraining`: data preparation (when given raw text), the model, the trainer, the result.
+"""The pretraining recipe runner, `run_pretraining`: data preparation (when given raw text), the
+model, the trainer, the result. (The objective itself is `bertforge.train.pretraining`.)
 
 A run directory holds config.yaml (the resolved config), metrics.jsonl, checkpoints/step-N/
 and, at the end, final/ in Hugging Face layout. With no inputs at all, the run uses the
-built-in corpus (`bertforge.train.builtin`) and a WordPiece vocab trained on it.
+built-in corpus (`bertforge.data.builtin`) and a WordPiece vocab trained on it.
+
+`PretrainConfig` is one typed tree, built and checked whole before anything is written:
+
+    run_dir, fill_mask
+    model:  ModelSection    preset, init_from, changes (BertConfigChanges: typed BertConfig fields)
+    data:   DataSection     prepared, inputs, vocab, vocab_size, pad_to_multiple_of, num_workers,
+            prepare: PrepareSettings   mode, max_seq_length, eval_fraction, ... (`bertforge data prepare`)
+            masking: MaskingConfig     masked_lm_prob, 80/10/10, ... (the one masking config:
+                                       static masks at preparation, dynamic ones in the loader)
+    train:  TrainConfig
 """
 
 from __future__ import annotations
@@ -11,17 +22,18 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bertforge.config import BertConfig, build_dataclass, to_plain
+from bertforge.config import BertConfig, BertConfigChanges, to_plain
+from bertforge.data.builtin import FILL_MASK_SENTENCES
 from bertforge.data.masking import MaskingConfig
+from bertforge.data.prepare import PrepareSettings
 from bertforge.errors import BertforgeError
 from bertforge.fileio import atomic_write_text, replace_directory
-from bertforge.train import distributed
-from bertforge.train.builtin import FILL_MASK_SENTENCES
 from bertforge.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from bertforge.train import distributed
 
 
 @dataclass
@@ -30,8 +42,17 @@ class ModelSection:
     """Architecture from the presets table (tiny, mini, small, medium, base, large)."""
     init_from: str | None = None
     """A Hugging Face-layout BERT directory to continue pretraining from (domain adaptation)."""
-    changes: dict[str, Any] = field(default_factory=dict)
+    changes: BertConfigChanges = field(default_factory=BertConfigChanges)
     """BertConfig fields to change, e.g. {hidden_dropout_prob: 0.0, sparse_prediction: false}."""
+
+    def bert_config(self, vocab_size: int | None = None) -> BertConfig:
+        """The architecture: init_from's config.json or the preset, with `changes` applied."""
+        changes = self.changes.as_dict()
+        if vocab_size is not None:
+            changes["vocab_size"] = vocab_size
+        if self.init_from:
+            return BertConfig.from_json_file(Path(self.init_from) / "config.json").replace(**changes)
+        return BertConfig.from_preset(self.preset, **changes)
 
 
 @dataclass
@@ -43,14 +64,13 @@ class DataSection:
     `prepared`): the built-in corpus."""
     vocab: str | None = None
     """vocab.txt (or a tokenizer directory) for raw inputs. None: init_from's vocab, or a vocab
-    trained on the inputs."""
+    trained on the inputs (uncased unless prepare.lowercase is false)."""
     vocab_size: int = 8000
     """Size of the vocab trained on the inputs when there is none."""
-    lowercase: bool = True
-    """For a vocab trained here."""
-    prepare: dict[str, Any] = field(default_factory=dict)
-    """Further `bertforge data prepare` settings: mode, max_seq_length, eval_fraction, workers, …"""
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    """How raw inputs are prepared: mode, max_seq_length, eval_fraction, workers, ..."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """The masking, for the masks drawn as batches are built and for static masks alike."""
     pad_to_multiple_of: int | None = 8
     """Round each batch's length up to a multiple of this (friendlier matrix shapes)."""
     num_workers: int | None = None
@@ -61,20 +81,62 @@ class DataSection:
 @dataclass
 class PretrainConfig:
     """A pretraining run. The defaults are the built-in main job (`bertforge pretrain` with no
-    arguments); the CLI keeps the train and model defaults only for runs on the built-in corpus."""
+    arguments); the CLI keeps them only for runs on the built-in corpus (`plain_sections`)."""
 
     run_dir: str = "runs/pretrain"
+    """Run directory: config, metrics, checkpoints, final model."""
     # Measured on 2 idle cores (README): in 4.5 minutes the tiny preset takes about three times
     # as many steps as mini and ends higher on held-out MLM accuracy (0.144 against 0.118), and
     # a run this short learns faster without dropout (as in Cramming).
     model: ModelSection = field(default_factory=lambda: ModelSection(
-        preset="tiny", changes={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
-    data: DataSection = field(default_factory=DataSection)
+        preset="tiny", changes=BertConfigChanges(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)))
+    # The built-in corpus has only 246 documents: hold out 5% of them, not the usual 1%.
+    data: DataSection = field(default_factory=lambda: DataSection(prepare=PrepareSettings(eval_fraction=0.05)))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=32, max_steps=1600, learning_rate=1e-3, warmup_ratio=0.06, precision="bf16",
+        batch_size=32, max_steps=1600, learning_rate=1e-3, warmup_ratio=0.06, precision="auto",
         eval_every=0, eval_batches=16, save_every=500, time_limit_minutes=4.5))
     fill_mask: list[str] = field(default_factory=lambda: list(FILL_MASK_SENTENCES))
     """Sentences with [MASK] to complete with the trained model at the end."""
+
+    def __post_init__(self) -> None:
+        # Everything that can be checked without reading files is checked here, so that a bad
+        # recipe fails before a run directory, a vocab or any data is written.
+        if not self.model.init_from:
+            model_config = self.model.bert_config()
+            if not self.data.prepared:
+                check_sequence_length(self.data.prepare.max_seq_length, model_config, "data.prepare.max_seq_length")
+
+
+def plain_sections() -> PretrainConfig:
+    """The sections' own defaults, for a run on the user's data: no recipe inherits the built-in
+    run's 4.5-minute time limit, its learning rate or its model."""
+    return PretrainConfig(model=ModelSection(), data=DataSection(), train=TrainConfig())
+
+
+def check_sequence_length(max_seq_length: int, model_config: BertConfig, where: str) -> None:
+    """The one check that the data's sequences fit the model's position embeddings."""
+    if max_seq_length > model_config.max_position_embeddings:
+        raise BertforgeError(
+            f"{where} is {max_seq_length}, more than the model's max_position_embeddings "
+            f"({model_config.max_position_embeddings}); lower it, or raise model.changes.max_position_embeddings")
+
+
+def check_inputs(config: PretrainConfig) -> None:
+    """The checks that read files (a prepared directory, init_from's config.json), before any write."""
+    data = config.data
+    where = "data.prepare.max_seq_length"
+    max_seq_length = data.prepare.max_seq_length
+    if data.prepared:
+        from bertforge.data.shards import MANIFEST, prepared_manifest
+
+        directory = Path(data.prepared)
+        if not (directory / MANIFEST).exists():
+            raise BertforgeError("not a prepared data directory (no manifest.json); run `bertforge data prepare`",
+                                 path=directory)
+        manifest = prepared_manifest(directory)
+        max_seq_length, where = int(manifest["max_seq_length"]), f"the max_seq_length of {directory}"
+    if config.model.init_from or data.prepared:
+        check_sequence_length(max_seq_length, config.model.bert_config(), where)
 
 
 def _say(context: distributed.Context, text: str) -> None:
@@ -88,17 +150,13 @@ def prepare_data(config: PretrainConfig, context: distributed.Context) -> Path:
 
     data = config.data
     if data.prepared:
-        directory = Path(data.prepared)
-        if not (directory / "manifest.json").exists():
-            raise BertforgeError("not a prepared data directory (no manifest.json); run `bertforge data prepare`",
-                                 path=directory)
-        return directory
+        return Path(data.prepared)
     run_dir = Path(config.run_dir)
     out = run_dir / "data"
     if context.is_main:
         inputs = list(data.inputs)
         if not inputs:
-            from bertforge.train.builtin import write_builtin_corpus
+            from bertforge.data.builtin import write_builtin_corpus
 
             corpus = run_dir / "builtin" / "corpus.txt"
             if not corpus.exists():
@@ -115,13 +173,13 @@ def prepare_data(config: PretrainConfig, context: distributed.Context) -> Path:
                 from bertforge.tokenizer import train_vocab
 
                 _say(context, f"training a {data.vocab_size}-token WordPiece vocab on the corpus -> {vocab_dir}")
-                train_vocab(inputs, vocab_dir, vocab_size=data.vocab_size, lowercase=data.lowercase)
+                train_vocab(inputs, vocab_dir, vocab_size=data.vocab_size, lowercase=data.prepare.lowercase is not False)
             vocab = str(vocab_dir)
-        # The built-in corpus has only 246 documents: hold out 5% of them, not the usual 1%.
-        held_out = {"eval_fraction": 0.05} if not data.inputs else {}
-        settings = {"max_seq_length": 128, **held_out, **data.prepare, "inputs": inputs, "vocab": vocab,
-                    "out": str(out)}
-        prepare_corpus(build_dataclass(PrepareConfig, settings, prefix="data.prepare"), progress=True)
+        settings = {name: getattr(data.prepare, name) for name in PrepareSettings.__dataclass_fields__}
+        prepare_corpus(PrepareConfig(**settings, inputs=inputs, vocab=vocab, out=str(out), masking=data.masking),
+                       progress=True)
+    from bertforge.train import distributed
+
     distributed.barrier(context)
     return out
 
@@ -131,58 +189,42 @@ def build_model(config: PretrainConfig, vocab_size: int, mode: str):
 
     cls = BertForMaskedLM if mode == "mlm" else BertForPreTraining
     if config.model.init_from:
-        model = cls.from_pretrained(config.model.init_from, **config.model.changes)
+        model = cls.from_pretrained(config.model.init_from, **config.model.changes.as_dict())
         if model.config.vocab_size != vocab_size:
             raise BertforgeError(f"the model's vocab has {model.config.vocab_size} tokens but the data's has "
                                  f"{vocab_size}; prepare the data with the model's vocab.txt",
                                  path=Path(config.model.init_from) / "config.json")
         return model
-    try:
-        model_config = BertConfig.from_preset(config.model.preset, vocab_size=vocab_size, **config.model.changes)
-    except TypeError as error:
-        raise BertforgeError(f"model.changes: {error}") from None
-    return cls(model_config)
+    return cls(config.model.bert_config(vocab_size))
 
 
 def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     """Prepare (if needed), train, evaluate and save; returns a summary with the metrics."""
-    from bertforge import __version__
-    from bertforge.data import PretrainingBatches, PretrainingDataset
+    from bertforge.data import PretrainingDataset
     from bertforge.tokenizer import BertTokenizer
     from bertforge.train.pretraining import PretrainingObjective, evaluate_pretraining, most_common_token
+    import torch
+
+    from bertforge.train import distributed
     from bertforge.train.trainer import Trainer
 
+    check_inputs(config)
     context = distributed.setup(config.train.device)
     run_dir = Path(config.run_dir)
     if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_plain(config), sort_keys=False))
-        _say(context, f"bertforge {__version__}, torch {torch.__version__}, {context.world_size} process(es) on "
-                      f"{context.device.type}; run directory {run_dir}")
+        _write_config(config, context, run_dir)
     data_dir = prepare_data(config, context)
     train_set = PretrainingDataset(data_dir, split="train")
     eval_set = PretrainingDataset(data_dir, split="eval")
+    if len(eval_set) == 0:
+        raise BertforgeError("the eval split is empty; raise data.prepare.eval_fraction", path=data_dir)
     tokenizer = BertTokenizer.from_pretrained(data_dir)
     train_set.check_vocab(tokenizer)
     mode = train_set.manifest.get("mode", "nsp")
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, tokenizer.vocab_size, mode)
-    micro, accumulation = config.train.accumulation(context.world_size)
-    workers = config.data.num_workers
-    if workers is None:
-        workers = 2 if context.device.type == "cuda" else 0
-    batches = PretrainingBatches(train_set, batch_size=micro * accumulation, masking=config.data.masking,
-                                 seed=config.train.seed, rank=context.rank, world_size=context.world_size,
-                                 pad_to_multiple_of=config.data.pad_to_multiple_of, num_workers=workers)
-    batches = MicroBatches(batches, micro) if accumulation > 1 else batches
-    eval_batches = PretrainingBatches(eval_set, batch_size=micro, masking=config.data.masking, seed=config.train.seed,
-                                      shuffle=False, drop_last=False, pad_to_multiple_of=config.data.pad_to_multiple_of)
-    if len(eval_set) == 0:
-        raise BertforgeError("the eval split is empty; raise data.prepare.eval_fraction", path=data_dir)
-
+    batches, eval_batches = _batches(config, context, train_set, eval_set)
     baseline_token = most_common_token(train_set.token_counts(), train_set.special_ids.values())
 
     def evaluate(model) -> dict[str, float]:
@@ -197,15 +239,7 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     result = trainer.fit()
     final = run_dir / "final"
     if context.is_main:
-        from bertforge.train.checkpoint import latest_checkpoint
-
-        source = latest_checkpoint(run_dir)
-        temporary = run_dir / ".final.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
-            shutil.copy2(source / name, temporary / name)
-        replace_directory(temporary, final)
+        _save_final(run_dir, final)
     summary = {"step": result.step, "first": result.first_metrics, "last": result.metrics,
                "elapsed_seconds": result.elapsed_seconds, "final": str(final), "skipped_steps": result.skipped_steps}
     if context.is_main:
@@ -214,6 +248,55 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
             summary["fill_mask"] = fill_mask(final, config.fill_mask)
     distributed.teardown()
     return summary
+
+
+def _write_config(config: PretrainConfig, context: distributed.Context, run_dir: Path) -> None:
+    """config.yaml, with the precision `auto` stands for on this device (the Trainer says why)."""
+    import dataclasses
+
+    import torch
+    import yaml
+
+    from bertforge.train.precision import resolve_precision
+    from bertforge.version import __version__
+
+    precision = resolve_precision(config.train.precision, context.device).precision
+    resolved = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_plain(resolved), sort_keys=False))
+    _say(context, f"bertforge {__version__}, torch {torch.__version__}, {context.world_size} process(es) on "
+                  f"{context.device.type}; run directory {run_dir}")
+
+
+def _batches(config: PretrainConfig, context: distributed.Context, train_set: Any, eval_set: Any) -> tuple[Any, Any]:
+    """The training batches (split into micro-batches under accumulation) and the eval batches."""
+    from bertforge.data import PretrainingBatches
+
+    data = config.data
+    micro, accumulation = config.train.accumulation(context.world_size)
+    workers = data.num_workers
+    if workers is None:
+        workers = 2 if context.device.type == "cuda" else 0
+    batches = PretrainingBatches(train_set, batch_size=micro * accumulation, masking=data.masking,
+                                 seed=config.train.seed, rank=context.rank, world_size=context.world_size,
+                                 pad_to_multiple_of=data.pad_to_multiple_of, num_workers=workers)
+    batches = MicroBatches(batches, micro) if accumulation > 1 else batches
+    eval_batches = PretrainingBatches(eval_set, batch_size=micro, masking=data.masking, seed=config.train.seed,
+                                      shuffle=False, drop_last=False, pad_to_multiple_of=data.pad_to_multiple_of)
+    return batches, eval_batches
+
+
+def _save_final(run_dir: Path, final: Path) -> None:
+    """final/: the last checkpoint's model files, in Hugging Face layout."""
+    from bertforge.train.checkpoint import latest_checkpoint
+
+    source = latest_checkpoint(run_dir)
+    temporary = run_dir / ".final.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+        shutil.copy2(source / name, temporary / name)
+    replace_directory(temporary, final)
 
 
 def _report(summary: dict[str, Any]) -> None:
@@ -237,6 +320,8 @@ def _report(summary: dict[str, Any]) -> None:
 
 def fill_mask(directory: Path, sentences: list[str], top_k: int = 3) -> list[dict[str, Any]]:
     """Print and return the top-k completions of each [MASK] in `sentences`."""
+    import torch
+
     from bertforge.model import BertForMaskedLM
     from bertforge.tokenizer import BertTokenizer
 
