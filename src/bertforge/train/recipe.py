@@ -319,34 +319,24 @@ def _report(summary: dict[str, Any]) -> None:
 
 
 def fill_mask(directory: Path, sentences: list[str], top_k: int = 3) -> list[dict[str, Any]]:
-    """Print and return the top-k completions of each [MASK] in `sentences`."""
-    import torch
+    """Print and return the top-k completions of each [MASK] in `sentences`
+    (`bertforge.model.fill_mask`, the one behind `bertforge serve` too)."""
+    import warnings
 
     from bertforge.model import BertForMaskedLM
+    from bertforge.model.fill_mask import fill_mask as complete
     from bertforge.tokenizer import BertTokenizer
 
     tokenizer = BertTokenizer.from_pretrained(directory)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the NSP head is not needed here
         model = BertForMaskedLM.from_pretrained(directory).eval()
-    batch = tokenizer(sentences, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]).mlm_logits
-    probabilities = logits.float().softmax(-1)
-    results = []
+    results = complete(model, tokenizer, sentences, top_k=top_k)
     print("\nfill-mask on sentences the model never saw:")
-    for row, sentence in enumerate(sentences):
-        positions = (batch["input_ids"][row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
-        guesses = []
-        for position in positions:
-            top = probabilities[row, position].topk(top_k)
-            guesses.append([(tokenizer.convert_ids_to_tokens([int(i)])[0], float(p))
-                            for p, i in zip(top.values, top.indices)])
-        shown = "; ".join(", ".join(f"{token} ({p:.2f})" for token, p in guess) for guess in guesses)
-        print(f"  {sentence}\n      -> {shown}")
-        results.append({"sentence": sentence, "predictions": guesses})
+    for result in results:
+        shown = "; ".join(", ".join(f"{guess['token']} ({guess['score']:.2f})" for guess in mask["predictions"])
+                          for mask in result["masks"])
+        print(f"  {result['text']}\n      -> {shown}")
     return results
 
 
