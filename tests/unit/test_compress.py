@@ -141,20 +141,18 @@ def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, cap
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")), [])
 
 
-def test_distill_options_are_generated_from_the_config():
-    from dataclasses import MISSING, fields
+def test_distill_options_are_the_library_config(capsys):
+    """`bertforge distill` takes DistillConfig itself (no copied fields); help from its docstrings."""
+    from bertforge.cli.compress import COMMANDS
 
-    from bertforge.cli.compress import DistillOptions
-
-    options = {f.name: f for f in fields(DistillOptions)}
-    assert list(options) == [f.name for f in fields(DistillConfig)]
-    for f in fields(DistillConfig):
-        if f.default is MISSING and f.default_factory is MISSING:
-            assert options[f.name].default is None  # so that the command names what is missing
-        elif f.default_factory is MISSING:
-            assert options[f.name].default == f.default
-    assert options["alpha"].metadata["help"].startswith("Weight of the soft-target KL")
-    assert options["trainer"].default_factory is DistillTrainConfig
+    command = next(command for command in COMMANDS if command.words == ("distill",))
+    assert command.options is DistillConfig
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--alpha X" in help_text and "Weight of the soft-target KL" in help_text
+    assert main(["distill", "--teacher", "t", "--dev", "d", "--out", "o"]) == 2
+    assert "pass --train" in capsys.readouterr().err
 
 
 def test_distill_resumes_bit_exact_and_keeps_the_best(tmp_path, capsys):
@@ -201,3 +199,17 @@ def test_distill_resumes_bit_exact_and_keeps_the_best(tmp_path, capsys):
     kept = load_file(tmp_path / "resumed/final/model.safetensors")  # checkpoints at steps 2, 4 and 6
     at_best = load_file(tmp_path / f"resumed/checkpoints/step-{resumed['best_step']}/model.safetensors")
     assert kept.keys() == at_best.keys() and all(torch.equal(kept[key], at_best[key]) for key in kept)
+
+
+def test_distill_takes_the_trainers_precision_and_accumulation(tmp_path):
+    teacher = make_model_dir(tmp_path / "teacher", "classify")
+    train, dev = _classification_files(tmp_path)
+    trainer = DistillTrainConfig(max_steps=2, batch_size=8, micro_batch_size=4, precision="bf16", progress=False,
+                                 tensorboard=False, log_every=1)
+    summary = distill(DistillConfig(teacher=teacher, train=train, dev=dev, out=tmp_path / "out", student_preset="tiny",
+                                    hidden_weight=1.0, attention_weight=1.0, trainer=trainer))
+    assert summary["steps"] == 2 and summary["options"]["trainer"]["precision"] == "bf16"
+    records = [json.loads(line) for line in (tmp_path / "out/metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert len(train_records) == 2 and all(math.isfinite(r["loss"]) for r in train_records)
+    assert set(train_records[-1]) >= {"soft_loss", "hard_loss", "hidden_loss", "attention_loss"}
