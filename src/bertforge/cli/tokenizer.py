@@ -2,34 +2,32 @@
 
 Writes DIR/vocab.txt and DIR/tokenizer_config.json (which transformers' BertTokenizer loads),
 shows the trainer's progress bars on a terminal (unless --quiet) and ends with a one-line summary.
-`--cased` is kept as a spelling of `--no-lowercase`.
+The options are `bertforge.tokenizer.VocabConfig` (flags and `--help` from its fields) plus the
+files, the output directory and `--quiet`; `--cased` is kept as a spelling of `--no-lowercase`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bertforge.cli.command import Command, option
 from bertforge.errors import BertforgeError
+from bertforge.tokenizer.train import VocabConfig
 
 
 @dataclass
-class TokenizerTrainOptions:
+class TokenizerTrainOptions(VocabConfig):
+    """`VocabConfig` (the vocab's settings) plus the files, the output and two CLI switches."""
+
     files: list[Path] = option(default_factory=list, help="plain UTF-8 text files to learn the vocab from")
-    vocab_size: int = option(30522, help="largest vocab size, special tokens and alphabet included")
-    lowercase: bool = option(True, help="uncased vocab: lower-case and strip accents (--no-lowercase: cased)")
-    cased: bool | None = option(None, help="same as --no-lowercase (--no-cased is --lowercase)")
     out: Path | None = option(None, help="directory for vocab.txt and tokenizer_config.json")
-    min_frequency: int = option(2, help="merge only pairs seen at least this often")
-    limit_alphabet: int = option(1000, help="keep at most this many distinct characters")
-    strip_accents: bool | None = option(None, help="strip accents (default: follow --lowercase)")
-    tokenize_chinese_chars: bool = option(True, help="split CJK ideographs into single characters")
-    model_max_length: int = option(512, help="model_max_length written to tokenizer_config.json")
+    cased: bool | None = option(None, help="same as --no-lowercase (--no-cased is --lowercase)")
     quiet: bool = option(False, help="no progress bars")
 
 
 def run_train(options: TokenizerTrainOptions) -> int:
+    import dataclasses
     import sys
     import time
 
@@ -39,20 +37,16 @@ def run_train(options: TokenizerTrainOptions) -> int:
         raise BertforgeError("no training files: pass --files FILE [FILE ...]")
     if options.out is None:
         raise BertforgeError("no output directory: pass --out DIR")
-    lowercase = options.lowercase
+    config = VocabConfig(**{f.name: getattr(options, f.name) for f in fields(VocabConfig)})
     if options.cased is not None:
-        lowercase = not options.cased
+        config = dataclasses.replace(config, lowercase=not options.cased)
     started = time.perf_counter()
-    tokenizer = train_vocab(
-        options.files, options.out, vocab_size=options.vocab_size, lowercase=lowercase,
-        min_frequency=options.min_frequency, limit_alphabet=options.limit_alphabet,
-        strip_accents=options.strip_accents, tokenize_chinese_chars=options.tokenize_chinese_chars,
-        model_max_length=options.model_max_length,
-        # The trainer's bars print bare newlines to stdout when it is not a terminal.
-        show_progress=not options.quiet and sys.stdout.isatty() and sys.stderr.isatty())
+    # The trainer's bars print bare newlines to stdout when it is not a terminal.
+    tokenizer = train_vocab(options.files, options.out, config,
+                            show_progress=not options.quiet and sys.stdout.isatty() and sys.stderr.isatty())
     seconds = time.perf_counter() - started
     megabytes = sum(path.stat().st_size for path in options.files) / 1e6
-    print(f"trained {tokenizer.vocab_size} tokens ({'uncased' if lowercase else 'cased'}) from "
+    print(f"trained {tokenizer.vocab_size} tokens ({'uncased' if config.lowercase else 'cased'}) from "
           f"{len(options.files)} file{'s' if len(options.files) != 1 else ''} ({megabytes:.1f} MB) "
           f"in {seconds:.1f}s -> {options.out / 'vocab.txt'}")
     return 0

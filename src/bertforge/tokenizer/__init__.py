@@ -9,7 +9,7 @@ to the interface of transformers' BertTokenizer), `bertforge.tokenizer.train` fo
 from __future__ import annotations
 
 from bertforge.tokenizer.bert import BatchEncoding, BertTokenizer
-from bertforge.tokenizer.train import train_vocab
+from bertforge.tokenizer.train import VocabConfig, train_vocab
 from bertforge.tokenizer.vocab import SPECIAL_TOKENS, read_vocab
 
-__all__ = ["BatchEncoding", "BertTokenizer", "SPECIAL_TOKENS", "read_vocab", "train_vocab"]
+__all__ = ["BatchEncoding", "BertTokenizer", "SPECIAL_TOKENS", "VocabConfig", "read_vocab", "train_vocab"]

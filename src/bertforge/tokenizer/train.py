@@ -19,9 +19,10 @@ no text at all (empty or only whitespace) is a `BertforgeError` naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from bertforge.errors import BertforgeError
 from bertforge.tokenizer.bert import DEFAULT_MODEL_MAX_LENGTH, MAX_INPUT_CHARS_PER_WORD, VOCAB_FILE, BertTokenizer
@@ -96,37 +97,56 @@ def _read_lines(corpus: list[CorpusFile]) -> Iterator[str]:
             raise BertforgeError("training file is only whitespace: no text to learn a vocab from", path=entry.path)
 
 
-def train_vocab(files: Sequence[str | Path], out_dir: str | Path, vocab_size: int = 30522,
-                lowercase: bool = True, min_frequency: int = 2, limit_alphabet: int = 1000, *,
-                strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
-                model_max_length: int = DEFAULT_MODEL_MAX_LENGTH, show_progress: bool = False) -> BertTokenizer:
+@dataclass
+class VocabConfig:
+    """How `train_vocab` learns a vocab; also the options of `bertforge tokenizer train`."""
+
+    vocab_size: int = 30522
+    """Largest vocab size, special tokens and alphabet included (a small corpus can give fewer)."""
+    lowercase: bool = True
+    """Uncased vocab: lower-case the text and strip accents (--no-lowercase: cased)."""
+    min_frequency: int = 2
+    """Merge only pairs seen at least this often."""
+    limit_alphabet: int = 1000
+    """Keep at most this many distinct characters (the rarest become [UNK])."""
+    strip_accents: bool | None = None
+    """Strip accents; None: follow lowercase."""
+    tokenize_chinese_chars: bool = True
+    """Split CJK ideographs into single characters."""
+    model_max_length: int = DEFAULT_MODEL_MAX_LENGTH
+    """model_max_length written to tokenizer_config.json."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < len(SPECIAL_TOKENS) + 1:
+            raise BertforgeError(f"vocab_size must be more than {len(SPECIAL_TOKENS)}, got {self.vocab_size}")
+        if self.min_frequency < 0 or self.limit_alphabet < 1:
+            raise BertforgeError("min_frequency must be >= 0 and limit_alphabet >= 1")
+
+
+def train_vocab(files: Sequence[str | Path], out_dir: str | Path, config: VocabConfig | None = None, *,
+                show_progress: bool = False, **changes: Any) -> BertTokenizer:
     """Learn a WordPiece vocab from `files`; write `out_dir/vocab.txt` and
     `out_dir/tokenizer_config.json` (atomically) and return the tokenizer that reads them.
 
-    Args:
-        vocab_size: the most tokens the vocab will hold, specials and alphabet included; a
-            small corpus can give fewer.
-        lowercase: an uncased vocab (text lower-cased, and accents stripped unless
-            `strip_accents=False`).
-        min_frequency: a pair must occur this often to be merged.
-        limit_alphabet: keep at most this many distinct characters (the rarest become [UNK]).
-        show_progress: draw the `tokenizers` trainer's progress bars on stderr.
+    `changes` are `VocabConfig` fields set on `config` (or on the defaults):
+    `train_vocab(files, out, vocab_size=8000, lowercase=False)`. `show_progress` draws the
+    `tokenizers` trainer's progress bars on stderr.
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordPiece
     from tokenizers.trainers import WordPieceTrainer
 
-    if vocab_size < len(SPECIAL_TOKENS) + 1:
-        raise BertforgeError(f"vocab_size must be more than {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    if min_frequency < 0 or limit_alphabet < 1:
-        raise BertforgeError("min_frequency must be >= 0 and limit_alphabet >= 1")
+    config = dataclasses.replace(config or VocabConfig(), **changes)
+    vocab_size, lowercase, strip_accents = config.vocab_size, config.lowercase, config.strip_accents
+    tokenize_chinese_chars = config.tokenize_chinese_chars
     corpus = scan_files(files)
 
     backend = Tokenizer(WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
     backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
                                                     strip_accents=strip_accents, lowercase=lowercase)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, limit_alphabet=limit_alphabet,
+    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=config.min_frequency,
+                               limit_alphabet=config.limit_alphabet,
                                special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
                                show_progress=show_progress)
     backend.train_from_iterator(_read_lines(corpus), trainer=trainer, length=sum(entry.lines for entry in corpus))
@@ -142,6 +162,6 @@ def train_vocab(files: Sequence[str | Path], out_dir: str | Path, vocab_size: in
     out_dir = Path(out_dir)
     write_vocab(out_dir / VOCAB_FILE, tokens)
     tokenizer = BertTokenizer(out_dir / VOCAB_FILE, lowercase=lowercase, strip_accents=strip_accents,
-                              tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=model_max_length)
+                              tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=config.model_max_length)
     tokenizer.save_pretrained(out_dir)
     return tokenizer

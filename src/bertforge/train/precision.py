@@ -33,9 +33,10 @@ class PrecisionChoice:
     """Set when the requested precision will run, but slowly (bf16 without native support)."""
 
     def describe(self) -> str:
-        """One line for the start of a run: `precision fp32 (auto: ...)`."""
-        how = "auto" if self.requested == "auto" else "requested"
-        return f"precision {self.precision} ({how}: {self.reason})"
+        """One line for the start of a run: `precision fp32 (auto: this CPU has no native bf16 ...)`."""
+        if self.requested == "auto":
+            return f"precision {self.precision} (auto: {self.reason})"
+        return f"precision {self.precision} (as set{'' if self.reason == 'as set' else '; ' + self.reason})"
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
