@@ -160,3 +160,27 @@ def test_best_tracker_keeps_the_best_and_stops_after_patience(tmp_path):
     assert resumed.on_evaluate(trainer(40, "d"), {"dev_accuracy": 0.7}) is True  # not better: second stale evaluation
     assert saved == ["a", "b"] and (tmp_path / "final" / "name").read_text() == "b"
     assert resumed.best_step == 20
+
+
+def test_registry_knows_the_builtin_tasks_and_checks_registrations():
+    from bertforge.tasks.classify import ClassifyTask
+    from bertforge.tasks.registry import register, task_for_architecture, task_names
+    from bertforge.tasks.task import Task
+
+    assert task_names()[:3] == ["classify", "ner", "qa"]
+    assert task_for_architecture("BertForTokenClassification").name == "ner"
+    assert task_for_architecture("BertForMaskedLM") is None
+    assert register(ClassifyTask) is ClassifyTask  # the same class again is a no-op
+
+    class Nameless(Task):
+        name = ""
+
+    with pytest.raises(BertforgeError, match="name"):
+        register(Nameless)
+
+    class Impostor(ClassifyTask):
+        pass
+
+    with pytest.raises(BertforgeError, match="already registered"):
+        register(Impostor)
+    assert get_task("classify").__class__ is ClassifyTask

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bertforge.cli.command import Command, option
+from bertforge.tasks.finetune import FinetuneRun
 from bertforge.tasks.registry import task_names
-from bertforge.train.config import TrainConfig
 
 TASK_HELP = ", ".join(task_names())
 SETTINGS_HELP = "task settings (settings.*; each task's settings dataclass lists them)"
@@ -36,39 +36,19 @@ def _show_warnings() -> None:
 
 
 @dataclass
-class FinetuneOptions:
+class FinetuneOptions(FinetuneRun):
+    """`bertforge finetune`'s options: `bertforge.tasks.finetune.FinetuneRun` itself (the task
+    names of its --help read from the registry)."""
+
     task: str | None = option(None, help=f"the task: {TASK_HELP} (or one registered at runtime)")
-    model: Path | None = option(None, help="pretrained model directory (Hugging Face layout, with vocab.txt)")
-    train: Path | None = option(None, help="training file")
-    dev: Path | None = option(None, help="dev file: picks the best model, and early stopping")
-    test: Path | None = option(None, help="test file, scored with the best model at the end")
-    out: Path | None = option(None, help="run directory; the best model goes to OUT/final")
-    epochs: float = option(3.0, help="passes over the training data (ignored when --max-steps is given)")
-    max_steps: int | None = option(None, help="optimizer steps (overrides --epochs)")
-    patience: int = option(0, help="stop after this many dev evaluations without improvement (0: never)")
-    eval_batch_size: int = option(64, help="batch size for evaluation")
-    init: Literal["pretrained", "random"] = option("pretrained", help="start from the model's weights or from scratch")
-    preset: str | None = option(None, help="with --vocab and no --model: a random model of this size (tiny, mini, base ...)")
-    vocab: Path | None = option(None, help="vocab.txt to use instead of the model directory's")
-    group_by_length: bool = option(True, help="batch examples of similar length together (less padding)")
-    settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
-    trainer: TrainConfig = option(default_factory=TrainConfig, help="trainer settings (trainer.*)")
 
 
 def run_finetune(options: FinetuneOptions) -> int:
-    from dataclasses import fields
-
     from bertforge.config import to_plain
-    from bertforge.errors import BertforgeError
-    from bertforge.tasks.finetune import FinetuneRun, finetune, print_json
+    from bertforge.tasks.finetune import finetune, print_json
 
     _show_warnings()
-    missing = [name for name in ("task", "train", "dev", "out") if getattr(options, name) is None]
-    if missing:
-        raise BertforgeError(f"finetune needs {', '.join('--' + name for name in missing)}")
-    values = {f.name: getattr(options, f.name) for f in fields(FinetuneRun) if hasattr(options, f.name)}
-    summary = finetune(FinetuneRun(**values, resolved_options=to_plain(options)))
-    print_json(summary)
+    print_json(finetune(options, resolved_options=to_plain(options)))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`bertforge info`: the presets with their sizes, and the versions of what bertforge runs on."""
+"""`bertforge info`: the presets with their sizes, the registered fine-tuning tasks, and the versions of
+what bertforge runs on."""
 
 from __future__ import annotations
 
@@ -32,8 +33,14 @@ def run(options: InfoOptions) -> int:
         print(f"{name:8s} {sizes['num_hidden_layers']:6d} {sizes['hidden_size']:6d} "
               f"{sizes['num_attention_heads']:5d} {sizes['intermediate_size']:6d} "
               f"{count_parameters(config) / 1e6:11.1f}M")
+    from bertforge.tasks.registry import all_tasks
+
+    print()
+    print(f"{'task':12s} {'head':32s} settings")
+    for task in all_tasks():
+        print(f"{task.name:12s} {task.model_class.architecture:32s} {task.settings_class.__name__}: {task.help}")
     return 0
 
 
-COMMANDS = [Command(("info",), InfoOptions, run, "show the presets, their parameter counts and versions",
+COMMANDS = [Command(("info",), InfoOptions, run, "show the presets, their parameter counts, the tasks and versions",
                     examples=["bertforge info", "bertforge info --vocab-size 21128"])]

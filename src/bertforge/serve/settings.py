@@ -1,5 +1,6 @@
 """`ServeSettings`: where the server listens, its limits and its micro-batching. Kept apart from
-the FastAPI app (nothing heavy imported here) so the CLI can build its options cheaply."""
+the FastAPI app (nothing heavy imported here) so the CLI can build its options cheaply; the
+`bertforge serve` options are this class itself (its field docstrings are the `--help`)."""
 
 from __future__ import annotations
 
@@ -14,30 +15,35 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @dataclass
 class ServeSettings:
     host: str = "127.0.0.1"
-    """Loopback by default: exposing the server is a deliberate choice (`--host 0.0.0.0`)."""
+    """Address to bind; loopback by default: exposing the server is a deliberate choice (`--host 0.0.0.0`)."""
     port: int = 8000
+    """Port (0: any free port)."""
     backend: Literal["torch", "onnx"] = "torch"
+    """PyTorch, or onnxruntime on MODEL/model.onnx."""
     onnx_file: str | None = None
-    """The ONNX graph for the onnx backend (default MODEL/model.onnx)."""
+    """The ONNX graph for --backend onnx (default MODEL/model.onnx)."""
     device: str = "cpu"
+    """cpu, cuda, cuda:1 ... (torch backend; auto: CUDA when available)."""
     threads: int | None = None
-    """Intra-op threads of PyTorch / onnxruntime (None: their default)."""
+    """Intra-op threads of PyTorch / onnxruntime (default: the library's)."""
     micro_batching: bool = True
+    """Merge requests that arrive together into one forward pass."""
     batch_size: int = 32
-    """Most inputs one model call takes when requests are merged."""
+    """Most inputs one merged forward pass takes."""
     max_wait_ms: float = 5.0
     """How long the oldest waiting request may wait for others to join its batch."""
     max_items: int = 64
-    """Most inputs (texts, questions) in one request; more gives 413."""
+    """Most inputs (texts, questions) in one request (more: 413)."""
     max_text_chars: int = 10_000
-    """Longest text (or context) in characters; longer gives 413."""
+    """Longest text (or context) in characters (longer: 413)."""
     max_body_bytes: int = 1_000_000
-    """Largest request body; larger gives 413 before it is parsed."""
+    """Largest request body in bytes (larger: 413, before it is parsed)."""
     max_attention_tokens: int = 64
-    """Tokens shown by /v1/attention (the maps grow with the square of it)."""
+    """Tokens shown by /v1/attention and /attention (the maps grow with the square of it)."""
     graceful_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM/SIGINT."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    """uvicorn's log level."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -31,6 +31,7 @@ from bertforge.tasks.loading import SETTINGS_KEY, load_model, load_tokenizer
 from bertforge.tasks.registry import get_task
 from bertforge.tasks.settings import TaskSettings
 from bertforge.tasks.task import Task
+from bertforge.train.config import TrainConfig
 
 FINAL = "final"
 
@@ -92,37 +93,47 @@ def labels_per_row(features: Any) -> float | None:
 
 @dataclass
 class FinetuneRun:
-    """What one fine-tuning run does: the library form of `bertforge finetune`'s options."""
+    """What one fine-tuning run does. `bertforge finetune`'s options are this class itself (its
+    field docstrings are the `--help`); task, train, dev and out are required."""
 
-    task: str
-    """A registered task name (classify, ner, qa, or one registered at runtime)."""
-    train: Path
-    """Training file."""
-    dev: Path
-    """Dev file: picks the best model, and early stopping."""
-    out: Path
-    """Run directory; the best model goes to OUT/final."""
-    trainer: Any
-    """The trainer's settings (bertforge.train.TrainConfig)."""
-    settings: Mapping[str, Any] | TaskSettings | None = None
-    """The task's settings: `settings.*` keys (checked against the task's settings class) or an object of it."""
+    task: str | None = None
+    """The task: classify, ner, qa, or one registered at runtime (bertforge.tasks.registry)."""
     model: Path | None = None
     """Pretrained model directory (Hugging Face layout, with vocab.txt)."""
+    train: Path | None = None
+    """Training file."""
+    dev: Path | None = None
+    """Dev file: picks the best model, and early stopping."""
     test: Path | None = None
     """Test file, scored with the best model at the end."""
+    out: Path | None = None
+    """Run directory; the best model goes to OUT/final."""
     epochs: float = 3.0
-    """Passes over the training data (ignored when max_steps is given)."""
+    """Passes over the training data (ignored when --max-steps is given)."""
     max_steps: int | None = None
+    """Optimizer steps (overrides --epochs)."""
     patience: int = 0
     """Stop after this many dev evaluations without improvement (0: never)."""
     eval_batch_size: int = 64
+    """Batch size for evaluation."""
     init: Literal["pretrained", "random"] = "pretrained"
+    """Start from the model's weights or from scratch."""
     preset: str | None = None
-    """With vocab and no model: a random model of this size."""
+    """With --vocab and no --model: a random model of this size (tiny, mini, base ...)."""
     vocab: Path | None = None
+    """vocab.txt to use instead of the model directory's."""
     group_by_length: bool = True
-    resolved_options: dict[str, Any] | None = field(default=None, repr=False)
-    """Written to OUT/config.yaml when given (the CLI's resolved options)."""
+    """Batch examples of similar length together (less padding)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Task settings (settings.*). Their type depends on the task, so they are kept as given here and
+    checked key by key against the task's settings dataclass (`Task.settings`) before anything is written."""
+    trainer: TrainConfig = field(default_factory=TrainConfig)
+    """Trainer settings (trainer.*)."""
+
+    def check(self) -> None:
+        missing = [name for name in ("task", "train", "dev", "out") if getattr(self, name) is None]
+        if missing:
+            raise BertforgeError(f"finetune needs {', '.join('--' + name for name in missing)}")
 
 
 @dataclass
@@ -169,8 +180,9 @@ def _prepare(task: Task, run: FinetuneRun, settings: TaskSettings, base_config: 
     return _Data(train_examples, dev_examples, test_examples), config
 
 
-def finetune(run: FinetuneRun) -> dict[str, Any]:
-    """Fine-tune and return {"dev": metrics, "test": metrics?, "steps", "train_seconds", ...}."""
+def finetune(run: FinetuneRun, resolved_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune and return {"dev": metrics, "test": metrics?, "steps", "train_seconds", ...};
+    `resolved_options` (the CLI's, when given) are written to OUT/config.yaml."""
     import dataclasses
 
     import torch
@@ -179,7 +191,8 @@ def finetune(run: FinetuneRun) -> dict[str, Any]:
     from bertforge.train import Trainer
     from bertforge.train.hooks import KeepBest
 
-    task = get_task(run.task)
+    run.check()
+    task = get_task(run.task)  # type: ignore[arg-type]
     settings = task.settings(run.settings)
     out_dir = Path(run.out)
     torch.manual_seed(run.trainer.seed)
@@ -195,11 +208,11 @@ def finetune(run: FinetuneRun) -> dict[str, Any]:
     train_config = dataclasses.replace(run.trainer, max_steps=max_steps)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if run.resolved_options is not None:
+    if resolved_options is not None:
         import yaml
 
         with atomic_open(out_dir / "config.yaml") as handle:
-            yaml.safe_dump(run.resolved_options, handle, sort_keys=False, allow_unicode=True)
+            yaml.safe_dump(resolved_options, handle, sort_keys=False, allow_unicode=True)
 
     primary = task.primary(config)
     keep_best = KeepBest(out_dir / FINAL, f"dev_{primary}", patience=run.patience)

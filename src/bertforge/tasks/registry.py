@@ -3,7 +3,23 @@
 A task module registers its class with `@register` when it is imported. The built-in tasks
 (`BUILTIN`) are imported on first use, since they import torch; any other module (a plugin, a
 test) registers its own task by importing `register` and decorating its class, after which
-`bertforge finetune --task NAME`, evaluate, predict, export and serve all accept it.
+`bertforge finetune --task NAME`, evaluate, predict, export and serve all accept it:
+
+    @dataclass
+    class MySettings(TaskSettings):      # the task's settings.* (max_length, format are shared)
+        threshold: float = 0.5
+
+    class BertForMyTask(BertPreTrainedModel):
+        architecture = "BertForMyTask"   # written to config.json, read back by kind_of
+        hf_key_map = {"scorer": "scorer"}  # head module paths, ours -> Hugging Face's
+
+    @register
+    class MyTask(Task):
+        name, settings_class, model_class = "my_task", MySettings, BertForMyTask
+        primary_metric, onnx_outputs = "accuracy", ("logits",)
+        ...                              # read, featurize, collate, evaluate, predict, serve_api, ...
+
+tests/tasks_extra/pair_match.py is a complete example.
 """
 
 from __future__ import annotations
