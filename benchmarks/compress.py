@@ -55,8 +55,7 @@ def train_subset(work: Path, rows: int) -> Path:
 
 
 def fine_tune_teacher(work: Path, train: Path, dev: Path, steps: int, seed: int) -> Path:
-    from bertforge.tasks.finetune import finetune
-    from bertforge.tasks.settings import TaskSettings
+    from bertforge.tasks.finetune import FinetuneRun, finetune
     from bertforge.train.config import TrainConfig
 
     run = work / "teacher"
@@ -64,8 +63,8 @@ def fine_tune_teacher(work: Path, train: Path, dev: Path, steps: int, seed: int)
         return run / "final"
     config = TrainConfig(batch_size=32, max_steps=steps, learning_rate=1e-4, warmup_ratio=0.1, seed=seed,
                          eval_every=max(steps // 3, 1), log_every=20, tensorboard=False, keep_last=1)
-    summary = finetune(task_name="classify", model_dir=minilm_dir(), train_path=train, dev_path=dev, out_dir=run,
-                       settings=TaskSettings(max_length=64), train_config=config, max_steps=steps)
+    summary = finetune(FinetuneRun(task="classify", model=minilm_dir(), train=train, dev=dev, out=run,
+                                   settings={"max_length": 64}, trainer=config, max_steps=steps))
     print(f"teacher: dev accuracy {summary['dev']['accuracy']:.4f} after {summary['steps']} steps "
           f"({summary['train_seconds']:.0f} s)", flush=True)
     return run / "final"
@@ -118,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     from benchmarks.common import load_average, machine_description
-    from bertforge.export.models import load_model
-    from bertforge.export.onnx import export_onnx, load_onnx
+    from bertforge.export.onnx import export_onnx
+    from bertforge.tasks.loading import load_model
     from bertforge.compress.quantize import quantize_model
 
     dev = DATA / "glue/sst2/dev.tsv"
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         onnx_file = teacher_dir / "model.onnx"
         if not onnx_file.exists():
             export_onnx(teacher_dir, onnx_file)
-        fp32 = load_onnx(teacher_dir, onnx_file)
+        fp32 = load_model(teacher_dir, backend="onnx", onnx_file=onnx_file)
         batches = dev_batches(tokenizer, sentences, 32)
         worst = 0.0
         with torch.no_grad():
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         int8_dir = args.work / "teacher-int8"
         if not (int8_dir / "model.onnx").exists():
             quantize_model(teacher_dir, int8_dir)
-        int8 = load_onnx(int8_dir)
+        int8 = load_model(int8_dir, backend="onnx")
         report["int8_accuracy"] = accuracy(task, int8.model, tokenizer, dev_examples, settings)
         report["sizes"] = {"safetensors": (teacher_dir / "model.safetensors").stat().st_size,
                            "onnx_fp32": onnx_file.stat().st_size, "onnx_int8": (int8_dir / "model.onnx").stat().st_size}
