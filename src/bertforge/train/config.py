@@ -19,7 +19,13 @@ class TrainConfig:
     max_steps: int = 1000
     """Optimizer steps; the learning-rate schedule decays to zero at this step."""
     time_limit_minutes: float | None = None
-    """Stop early (evaluate and save as at the end) once this much wall time has passed."""
+    """Stop early (evaluate and save as at the end) once this much wall time of training has
+    passed, counted over resumes (the elapsed time rides in the checkpoints)."""
+    schedule_budget: Literal["auto", "steps", "time"] = "auto"
+    """What the learning-rate decay runs on. steps: step / max_steps. time: the fraction of the
+    budget used, max(step / max_steps, elapsed / time_limit_minutes), so a run cut by its time
+    limit ends fully decayed (Cramming); needs time_limit_minutes. auto: time when
+    time_limit_minutes is set, else steps. The warmup counts steps either way."""
     optimizer: Literal["adamw", "lamb"] = "adamw"
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
@@ -71,6 +77,16 @@ class TrainConfig:
             raise BertforgeError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_every < 0 or self.save_every < 0:
             raise BertforgeError("train.eval_every and train.save_every must be >= 0")
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise BertforgeError(f"train.time_limit_minutes must be positive, got {self.time_limit_minutes}")
+        if self.schedule_budget == "time" and self.time_limit_minutes is None:
+            raise BertforgeError("train.schedule_budget=time needs train.time_limit_minutes")
+
+    def budget(self) -> Literal["steps", "time"]:
+        """What the learning-rate schedule runs on, with `auto` resolved (`schedule_budget`)."""
+        if self.schedule_budget == "auto":
+            return "steps" if self.time_limit_minutes is None else "time"
+        return self.schedule_budget
 
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_ratio * self.max_steps)

@@ -9,7 +9,10 @@ What it takes:
   directly instead of replaying; iterating yields the rest of the current epoch,
 - optionally `evaluate(model) -> dict[str, float]` and a tokenizer to save beside the weights,
 - optionally hooks (bertforge.train.hooks: keep-best and early stopping), called after each
-  evaluation; their state rides in the checkpoints, so a resumed run keeps its best.
+  evaluation; their state rides in the checkpoints, so a resumed run keeps its best,
+- optionally a clock (seconds, `time.perf_counter` by default) that measures the training time
+  the time limit and a time-budget schedule (bertforge.train.schedule) count; the elapsed time
+  rides in the checkpoints, so a resumed run goes on with the budget that was left.
 
 Every loss is normalized by its item count over the whole optimizer step (all micro-batches on
 all ranks), not per micro-batch. That makes gradient accumulation and any number of ranks give
@@ -18,7 +21,9 @@ the same update as one big batch, which plain per-micro-batch means do not.
 Each step: prefetch the step's micro-batches, all-reduce their item counts, forward/backward
 each (no gradient all-reduce until the last), all-reduce the loss sums, skip the step if the
 loss or gradient norm is not finite (stopping after `max_nonfinite_steps` in a row), clip,
-step the optimizer and schedule. Rank 0 logs to metrics.jsonl and the progress bar and writes
+step the optimizer, read the clock and step the schedule. The run ends when the budget is spent
+(`budget_used` reaches 1: max_steps, or the time limit), with an evaluation and a checkpoint.
+Rank 0 logs to metrics.jsonl and the progress bar and writes
 checkpoints; `evaluate` runs on every rank (FSDP needs all ranks in each forward).
 """
 
@@ -44,7 +49,7 @@ from bertforge.train.hooks import Hook
 from bertforge.train.metrics import MetricsLog, progress_bar
 from bertforge.train.optim import build_optimizer
 from bertforge.train.precision import resolve_precision
-from bertforge.train.schedule import build_schedule
+from bertforge.train.schedule import budget_used, build_schedule
 
 
 class Objective(Protocol):
@@ -101,10 +106,12 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, run_dir: str | Path, batches: Batches,
                  objective: Objective, *, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                  tokenizer: Any = None, context: distributed.Context | None = None,
-                 hooks: Sequence[Hook] = (), evaluate_at_start: bool = True):
+                 hooks: Sequence[Hook] = (), evaluate_at_start: bool = True,
+                 clock: Callable[[], float] = time.perf_counter):
         """`hooks` run after each evaluation, in order; any returning True stops the run (early
         stopping). `evaluate_at_start=False` skips the evaluation before the first step (fine-tuning: a
-        freshly drawn head scores at chance, and the pass over dev only costs time)."""
+        freshly drawn head scores at chance, and the pass over dev only costs time). `clock` gives
+        seconds; it times training (the time limit, a time-budget schedule, tokens/s)."""
         self.run_dir = Path(run_dir)
         self.context = context or distributed.setup(config.device)
         if config.precision == "fp16" and self.context.device.type != "cuda":
@@ -127,6 +134,10 @@ class Trainer:
         self.tokenizer = tokenizer
         self.micro_batch_size, self.accumulation = config.accumulation(self.context.world_size)
         self.step = 0
+        self.clock = clock
+        self.elapsed_seconds = 0.0
+        """Seconds of training so far, including the runs this one resumed from."""
+        self._clock_origin: tuple[float, float] | None = None  # (clock reading, elapsed then) of this fit
         self.log = MetricsLog(self.run_dir, enabled=self.context.is_main, tensorboard=config.tensorboard)
         if config.compile:
             # Regional compilation (bertforge.model.compiled): each encoder layer, before DDP or
@@ -134,13 +145,13 @@ class Trainer:
             compile_encoder(self.bare_model)
         self.model = distributed.wrap(self.bare_model, self.context, config.parallelism)
         self.optimizer = build_optimizer(self.model, config, self.context.device)
-        self.scheduler = build_schedule(self.optimizer, config)
+        self.scheduler = build_schedule(self.optimizer, config, self._elapsed)
         self.optimizers, self.schedulers = [self.optimizer], [self.scheduler]
         self.objective_module: nn.Module | None = getattr(objective, "trainable_module", None)
         if self.objective_module is not None:
             self.objective_module.to(self.context.device)
             self.optimizers.append(build_optimizer(self.objective_module, config, self.context.device))
-            self.schedulers.append(build_schedule(self.optimizers[-1], config))
+            self.schedulers.append(build_schedule(self.optimizers[-1], config, self._elapsed))
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
 
     # -- resume ---------------------------------------------------------------------------
@@ -154,6 +165,7 @@ class Trainer:
         state = checkpoints.load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.context,
                                             self.bare_model.config)
         self.step = int(state["step"])
+        self.elapsed_seconds = float(state.get("elapsed_seconds", 0.0))
         self.batches.load_state_dict(state["data"])
         self.log.truncate_after(self.step)
         for hook in self.hooks:
@@ -189,57 +201,71 @@ class Trainer:
             result.metrics = result.first_metrics
         stream = self._micro_batches()
         bar = progress_bar(config.max_steps, self.step, context.is_main and config.progress, "train")
-        start = time.perf_counter()
-        window_start, window_tokens = start, 0
+        self._clock_origin = (self.clock(), self.elapsed_seconds)
+        window = [self._clock_origin[0], 0]  # start and token count of the tokens/s window
         nonfinite_in_a_row = 0
         stop = False
         while self.step < config.max_steps and not stop:
             micro_batches = [next(stream) for _ in range(self.accumulation)]
             loss, parts, tokens, grad_norm = self._train_step(micro_batches)
-            window_tokens += tokens
+            window[1] += tokens
+            self.step += 1
+            now = self._read_clock()
+            # After the clock: a time-budget schedule reads the elapsed time of this very step.
+            for scheduler in self.schedulers:
+                scheduler.step()
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 nonfinite_in_a_row += 1
                 result.skipped_steps += 1
-                self.print(f"step {self.step + 1}: non-finite loss or gradient ({loss}, {grad_norm}); step skipped")
+                self.print(f"step {self.step}: non-finite loss or gradient ({loss}, {grad_norm}); step skipped")
                 if nonfinite_in_a_row >= config.max_nonfinite_steps:
                     raise BertforgeError(
                         f"the loss or gradient was not finite for {nonfinite_in_a_row} steps in a row "
-                        f"(at step {self.step + 1}); lower train.learning_rate, use bf16 instead of fp16, "
+                        f"(at step {self.step}); lower train.learning_rate, use bf16 instead of fp16, "
                         f"or check the data")
-                for scheduler in self.schedulers:
-                    scheduler.step()
-                self.step += 1
                 continue
             nonfinite_in_a_row = 0
-            self.step += 1
             bar.update(1)
-            elapsed = time.perf_counter() - start
-            if self.step % config.log_every == 0 or self.step == config.max_steps:
-                now = time.perf_counter()
-                tokens_per_second = window_tokens / max(now - window_start, 1e-9)
-                window_start, window_tokens = now, 0
-                lr = self.scheduler.get_last_lr()[0]
-                record = {"step": self.step, "split": "train", "loss": loss, **parts, "lr": lr,
-                          "grad_norm": grad_norm, "tokens_per_second": tokens_per_second,
-                          "elapsed_seconds": elapsed}
-                self.log.write(record)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}",
-                                refresh=False)
-            out_of_time = (config.time_limit_minutes is not None and elapsed > 60 * config.time_limit_minutes)
-            last = self.step == config.max_steps or out_of_time
+            last = budget_used(self.step, config.max_steps, self.elapsed_seconds, config.time_limit_minutes) >= 1
+            if self.step % config.log_every == 0 or last:
+                self._log_step(bar, window, now, loss, parts, grad_norm)
             if self.evaluate_fn is not None and (last or (config.eval_every and self.step % config.eval_every == 0)):
                 result.metrics = self.run_evaluation()
                 if self._after_evaluation(result.metrics):
                     stop = result.stopped_early = True
             if last or stop or (config.save_every and self.step % config.save_every == 0):
                 self.save()
-            if out_of_time and self.step < config.max_steps:
-                stop = result.stopped_early = True
+            if last and self.step < config.max_steps:
+                stop = result.stopped_early = True  # the time limit
         bar.close()
         result.step = self.step
-        result.elapsed_seconds = time.perf_counter() - start
+        self._read_clock()
+        result.elapsed_seconds = self.elapsed_seconds
+        self._clock_origin = None
         self.log.close()
         return result
+
+    def _elapsed(self) -> float:
+        return self.elapsed_seconds
+
+    def _read_clock(self) -> float:
+        """Read the clock once: update `elapsed_seconds` (during `fit`) and return the reading."""
+        now = self.clock()
+        if self._clock_origin is not None:
+            started, before = self._clock_origin
+            self.elapsed_seconds = before + now - started
+        return now
+
+    def _log_step(self, bar: Any, window: list, now: float, loss: float, parts: dict[str, float],
+                  grad_norm: float) -> None:
+        """One train record in metrics.jsonl (and the progress bar), with the tokens/s since the last."""
+        tokens_per_second = window[1] / max(now - window[0], 1e-9)
+        window[:] = [now, 0]
+        lr = self.scheduler.get_last_lr()[0]
+        self.log.write({"step": self.step, "split": "train", "loss": loss, **parts, "lr": lr,
+                        "grad_norm": grad_norm, "tokens_per_second": tokens_per_second,
+                        "elapsed_seconds": self.elapsed_seconds})
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.2e}", refresh=False)
 
     def _micro_batches(self):
         """Micro-batches forever, moving to the next epoch when one runs out."""
@@ -299,8 +325,6 @@ class Trainer:
             for optimizer in self.optimizers:
                 self.scaler.step(optimizer)
             self.scaler.update()
-            for scheduler in self.schedulers:
-                scheduler.step()
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         return loss, parts, tokens, grad_norm
@@ -336,7 +360,8 @@ class Trainer:
         return any([hook.on_evaluate(self, metrics) for hook in self.hooks])
 
     def save(self) -> Path:
-        state: dict[str, Any] = {"data": self.batches.state_dict(),
+        self._read_clock()  # the time spent evaluating at this step counts too, after a resume
+        state: dict[str, Any] = {"data": self.batches.state_dict(), "elapsed_seconds": self.elapsed_seconds,
                                  "hooks": {hook.name: hook.state_dict() for hook in self.hooks}}
         if self.objective_module is not None:
             state["objective"] = {"module": self.objective_module.state_dict(),
