@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Collection, Literal, Mapping, TypeVar, get_args, get_origin, get_type_hints
 
 from bertforge.errors import BertforgeError
 
 IGNORE_INDEX = -100
 """Label value that the masked-LM, NSP and token-classification losses skip."""
+
+
+class ConfigKeyError(BertforgeError):
+    """A bad value (or an unknown key) in a config; `key` is its dotted name, so a loader that
+    knows where the key sits in its YAML file can name the file and line (`located`)."""
+
+    def __init__(self, message: str, *, key: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -74,7 +84,7 @@ class BertConfig:
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise BertforgeError(f"BertConfig.pad_token_id {self.pad_token_id} is outside the vocab")
         if self.id2label is not None:
-            self.id2label = {int(key): str(value) for key, value in self.id2label.items()}
+            self.id2label = _checked_id2label(self.id2label)
 
     @property
     def head_size(self) -> int:
@@ -95,19 +105,25 @@ class BertConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs: dict[str, Any] = {}
         extra: dict[str, Any] = dict(data.get("extra", {}) or {})
+        hints = get_type_hints(cls)
         for key, value in data.items():
             if key == "extra":
                 continue
-            if key in known:
-                kwargs[key] = value
+            if key == "id2label":
+                kwargs[key] = value  # checked by __post_init__, which names what is wrong with it
+            elif key in known:
+                kwargs[key] = _coerce(value, hints[key], key)
             elif key == "label2id":
-                continue  # derived from id2label
+                _check_label2id(value)  # derived from id2label, but a malformed one is the file's fault
             elif key == "model_type" and value == "bert":
                 continue  # written back by to_dict
             else:
                 extra[key] = value
         if "sparse_prediction" not in data and "bertforge" in extra:
-            kwargs.update({k: v for k, v in extra.pop("bertforge").items() if k in known})
+            switches = extra.pop("bertforge")
+            if not isinstance(switches, Mapping):
+                raise ConfigKeyError(f"bertforge: expected a mapping, got {switches!r}", key="bertforge")
+            kwargs.update({k: _coerce(v, hints[k], f"bertforge.{k}") for k, v in switches.items() if k in known})
         return cls(**kwargs, extra=extra)
 
     @classmethod
@@ -117,6 +133,13 @@ class BertConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BertforgeError("config file not found", path=path) from None
+        except NotADirectoryError:
+            model_directory(path.parent)  # a file where the model directory should be: says so
+            raise BertforgeError("cannot read the config file", path=path) from None
+        except IsADirectoryError:
+            raise BertforgeError("is a directory, expected a config.json file", path=path) from None
+        except OSError as error:
+            raise BertforgeError(f"cannot read the config file: {error.strerror}", path=path) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             line = getattr(error, "lineno", None)
             raise BertforgeError(f"not a valid JSON config ({error.__class__.__name__}: "
@@ -154,6 +177,42 @@ class BertConfig:
 
     def replace(self, **changes: Any) -> "BertConfig":
         return dataclasses.replace(self, **changes)
+
+
+def model_directory(path: str | Path) -> Path:
+    """`path` as a model directory (config.json and weights), or a one-line error naming it."""
+    path = Path(path)
+    if path.is_file():
+        raise BertforgeError("is a file, expected a model directory (the folder that holds config.json)", path=path)
+    if not path.is_dir():
+        raise BertforgeError("model directory not found", path=path)
+    return path
+
+
+def _checked_id2label(id2label: Any) -> dict[int, str]:
+    """`id2label` with integer keys (config.json writes them as strings), or a one-line error."""
+    if not isinstance(id2label, Mapping):
+        raise ConfigKeyError(f"id2label: expected a mapping of label ids to names, got {id2label!r}", key="id2label")
+    checked: dict[int, str] = {}
+    for key, value in id2label.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ConfigKeyError(f"id2label: key {key!r} is not an integer label id", key="id2label") from None
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigKeyError(f"id2label: the name of label {key} must be a string, got {value!r}", key="id2label")
+        checked[index] = str(value)
+    return checked
+
+
+def _check_label2id(label2id: Any) -> None:
+    """config.json's `label2id` (ignored: derived from id2label) must at least be well-formed."""
+    if not isinstance(label2id, Mapping):
+        raise ConfigKeyError(f"label2id: expected a mapping of label names to ids, got {label2id!r}", key="label2id")
+    for name, index in label2id.items():
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ConfigKeyError(f"label2id: the id of label {name!r} must be an integer, got {index!r}",
+                                 key="label2id")
 
 
 def _changes_class() -> type:
@@ -233,38 +292,38 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except BertforgeError as error:
                 errors.append(str(error))
-        raise BertforgeError(f"{where}: expected {_describe(tp)}, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected {_describe(tp)}, got {value!r}", key=where)
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise BertforgeError(f"{where}: expected one of {list(get_args(tp))}, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected one of {list(get_args(tp))}, got {value!r}", key=where)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise BertforgeError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigKeyError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}", key=where)
         return build_dataclass(tp, value, prefix=where)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise BertforgeError(f"{where}: expected a list, got {value!r}")
+            raise ConfigKeyError(f"{where}: expected a list, got {value!r}", key=where)
         (item_type, *_) = get_args(tp) or (Any,)
         items = [_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise BertforgeError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigKeyError(f"{where}: expected a mapping, got {value!r}", key=where)
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise BertforgeError(f"{where}: expected a boolean, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected a boolean, got {value!r}", key=where)
     if tp is int:
         if isinstance(value, bool):
-            raise BertforgeError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigKeyError(f"{where}: expected an integer, got {value!r}", key=where)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -274,7 +333,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return int(value.replace("_", ""))
             except ValueError:
                 pass
-        raise BertforgeError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected an integer, got {value!r}", key=where)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -283,15 +342,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise BertforgeError(f"{where}: expected a number, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected a number, got {value!r}", key=where)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise BertforgeError(f"{where}: expected a string, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected a string, got {value!r}", key=where)
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
-        raise BertforgeError(f"{where}: expected a path, got {value!r}")
+        raise ConfigKeyError(f"{where}: expected a path, got {value!r}", key=where)
     return value
 
 
@@ -305,17 +364,27 @@ def build_dataclass(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> 
         if key not in names:
             close = [n for n in names if n.startswith(key[:3])]
             hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
-            raise BertforgeError(f"unknown config key {where!r}{hint}")
+            raise ConfigKeyError(f"unknown config key {where!r}{hint}", key=where)
         kwargs[key] = _coerce(value, hints[key], where)
     try:
         return cls(**kwargs)
     except TypeError as error:
-        raise BertforgeError(f"{prefix or cls.__name__}: {error}") from None
+        raise ConfigKeyError(f"{prefix or cls.__name__}: {error}", key=prefix) from None
     except BertforgeError as error:
         # A section's own check names the field; the prefix says which section it sits in.
-        if not prefix or error.path is not None or str(error).startswith(prefix.split(".")[0]):
+        if isinstance(error, ConfigKeyError) or error.path is not None:
             raise
-        raise BertforgeError(f"{prefix}.{error}") from None
+        if not prefix:
+            raise ConfigKeyError(str(error), key=_leading_key(str(error))) from None
+        if str(error).startswith(prefix.split(".")[0]):
+            raise ConfigKeyError(str(error), key=_leading_key(str(error)) or prefix) from None
+        raise ConfigKeyError(f"{prefix}.{error}", key=prefix) from None
+
+
+def _leading_key(message: str) -> str:
+    """The dotted key a check's message starts with (`settings.max_length must ...`), or ""."""
+    match = re.match(r"[A-Za-z_][\w.]*(\[\d+\])?", message)
+    return "" if match is None else match.group(0).rstrip(".:")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -353,16 +422,28 @@ def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds (a one-line error naming the file otherwise)."""
+    return load_yaml_lines(path)[0]
+
+
+def load_yaml_lines(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A YAML config file's mapping, and the line of every dotted key in it (`train.batch_size`,
+    `data.inputs[0]`), so that a bad value can be reported as FILE:LINE (`located`)."""
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise BertforgeError("is a directory, expected a YAML config file", path=path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BertforgeError("config file not found", path=path) from None
     except UnicodeDecodeError:
         raise BertforgeError("config file is not UTF-8 text", path=path) from None
+    except OSError as error:
+        raise BertforgeError(f"cannot read config file: {error.strerror}", path=path) from None
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -370,21 +451,72 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
                              line=None if mark is None else mark.line + 1) from None
     if not isinstance(data, dict):
         raise BertforgeError("a config file must hold a mapping at the top level", path=path)
-    return data
+    lines: dict[str, int] = {}
+    _node_lines(node, "", lines)
+    return data, lines
+
+
+def _node_lines(node: Any, prefix: str, lines: dict[str, int]) -> None:
+    """Record the line of each key (and list item) under a composed YAML node."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            _node_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[f"{prefix}[{index}]"] = item.start_mark.line + 1
+            _node_lines(item, f"{prefix}[{index}]", lines)
+
+
+def command_line_keys(flags: Mapping[str, Any], overrides: list[str]) -> set[str]:
+    """The dotted keys that nested flag values and `key=value` overrides set."""
+    keys = {text.split("=", 1)[0].strip().lstrip("-") for text in overrides if "=" in text}
+
+    def walk(mapping: Mapping[str, Any], prefix: str) -> None:
+        for key, value in mapping.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            keys.add(dotted)
+            if isinstance(value, Mapping):
+                walk(value, dotted)
+
+    walk(flags, "")
+    return keys
+
+
+def located(error: BertforgeError, path: str | Path, lines: Mapping[str, int],
+            command_line: Collection[str] = ()) -> BertforgeError:
+    """`error` as FILE:LINE when it is about a key the YAML file set (and the command line did
+    not); the file alone when its key is unknown; unchanged when the command line set it."""
+    key = getattr(error, "key", "") or _leading_key(str(error))
+    candidates = [key]
+    while "." in candidates[-1] or "[" in candidates[-1]:
+        shorter = candidates[-1].rsplit("[", 1)[0] if candidates[-1].endswith("]") else candidates[-1].rsplit(".", 1)[0]
+        candidates.append(shorter)
+    for candidate in candidates:
+        if candidate in command_line:
+            return error
+        if candidate in lines:
+            return BertforgeError(str(error), path=path, line=lines[candidate])
+    return BertforgeError(str(error), path=path)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 defaults: Mapping[str, Any] | None = None) -> T:
     """Defaults, then the YAML file, then dotted overrides, into a checked `cls`."""
     data: dict[str, Any] = dict(defaults or {})
+    lines: dict[str, int] = {}
     if path is not None:
-        data = deep_merge(data, load_yaml(path))
+        loaded, lines = load_yaml_lines(path)
+        data = deep_merge(data, loaded)
     data = merge_overrides(data, overrides or [])
     try:
         return build_dataclass(cls, data)
     except BertforgeError as error:
-        if path is not None:
-            raise BertforgeError(str(error), path=path) from None
+        if path is not None and error.path is None:
+            raise located(error, path, lines, command_line_keys({}, overrides or [])) from None
         raise
 
 

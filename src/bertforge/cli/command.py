@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
-from bertforge.config import build_dataclass, deep_merge, load_yaml, merge_overrides
+from bertforge.config import build_dataclass, command_line_keys, deep_merge, load_yaml_lines, located, merge_overrides
 from bertforge.errors import BertforgeError
 
 
@@ -206,9 +206,10 @@ def _check_required(command: Command, data: dict[str, Any]) -> None:
 def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
     """Defaults < config file < flags < dotted overrides, checked into the options dataclass."""
     data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     config_path = getattr(namespace, "config", None)
     if config_path is not None:
-        data = load_yaml(config_path)
+        data, lines = load_yaml_lines(config_path)
     flags = _flag_values(command.options, namespace)
     positional = [f.name for f in fields(command.options) if f.metadata.get("positional")]
     overrides = list(getattr(namespace, "overrides", []) or [])
@@ -227,7 +228,13 @@ def resolve_options(command: Command, namespace: argparse.Namespace) -> Any:
     if command.defaults is not None:
         data = command.defaults(data)
     _check_required(command, data)
-    return build_dataclass(command.options, data)
+    try:
+        return build_dataclass(command.options, data)
+    except BertforgeError as error:
+        if config_path is None or error.path is not None:
+            raise
+        # A bad value from the file is reported at its line; one from the command line is not.
+        raise located(error, config_path, lines, command_line_keys(flags, overrides)) from None
 
 
 def looks_like_override(text: str) -> bool:

@@ -8,8 +8,10 @@ Loading accepts:
 - the old TF-converted LayerNorm names `gamma`/`beta`.
 
 Heads missing from a checkpoint keep their fresh BERT init and are reported by name as a
-warning; so are unexpected tensors. A tensor whose shape disagrees with config.json, or a
-missing encoder tensor, is an error naming the file.
+warning; so are the tensors of a head the model has not (a pretraining checkpoint's `cls.*` in a
+classifier, a pooler in a model without one). A tensor whose shape disagrees with config.json, a
+missing encoder tensor, or any other tensor the model has no place for (more layers than
+`num_hidden_layers`) is an error naming the file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bertforge.config import BertConfig
+from bertforge.config import BertConfig, model_directory
 from bertforge.errors import BertforgeError
 from bertforge.fileio import atomic_write_text, commit_file, temporary_path_for
 
@@ -168,6 +170,7 @@ def from_hf_state_dict(model: torch.nn.Module, hf_state: dict[str, torch.Tensor]
             raise BertforgeError(
                 f"tensor {origin[internal]} has shape {tuple(tensor.shape)} but config.json implies "
                 f"{tuple(own[internal].shape)}: the config disagrees with the weights", path=source)
+    unexpected = _check_unexpected(unexpected, model, source)
     missing = [name for name in own if name not in loaded]
     # Everything but the pooler and the heads must come from the checkpoint.
     encoder_missing = [name for name in missing if name.startswith(prefix)
@@ -181,11 +184,37 @@ def from_hf_state_dict(model: torch.nn.Module, hf_state: dict[str, torch.Tensor]
     return {"missing": missing, "unexpected": unexpected}
 
 
+def _head_names() -> tuple[str, ...]:
+    """Hugging Face module paths of every known head (the model layer's, each registered task's,
+    the pooler): tensors a model legitimately leaves out of a checkpoint made for another head."""
+    from bertforge.tasks.registry import all_tasks
+
+    names = {"cls", "pooler"} | {hf for table in _HEAD_MODULES.values() for hf in table.values()}
+    for task in all_tasks():
+        names.update((getattr(task.model_class, "hf_key_map", None) or {}).values())
+    return tuple(sorted(names))
+
+
+def _check_unexpected(unexpected: list[str], model: torch.nn.Module, source: str | Path) -> list[str]:
+    """The unexpected tensors that belong to another head (a warning for the caller); any other
+    tensor the model has no place for means the config disagrees with the weights (an error)."""
+    heads = tuple(name + "." for name in _head_names())
+    stray = [name for name in unexpected if not name.removeprefix("bert.").startswith(heads)]
+    if not stray:
+        return unexpected
+    layers = [int(match.group(1)) for name in stray if (match := re.search(r"encoder\.layer\.(\d+)\.", name))]
+    config = model.config
+    if layers and max(layers) >= config.num_hidden_layers:
+        raise BertforgeError(f"the checkpoint has {max(layers) + 1} layers but config.json says num_hidden_layers="
+                             f"{config.num_hidden_layers}: the config disagrees with the weights", path=source)
+    shown = ", ".join(stray[:4]) + (" ..." if len(stray) > 4 else "")
+    raise BertforgeError(f"{len(stray)} tensor(s) that {type(model).__name__} has no place for: {shown}; "
+                         "the config or the architecture disagrees with the weights", path=source)
+
+
 def read_state_dict(directory: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
     """The tensors of a Hugging Face-layout directory, and the file they came from."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BertforgeError("model directory not found", path=directory)
+    directory = model_directory(directory)
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
     legacy = directory / "pytorch_model.bin"
@@ -214,9 +243,7 @@ def read_state_dict(directory: str | Path) -> tuple[dict[str, torch.Tensor], Pat
 
 def load_pretrained(cls: type, directory: str | Path, config: BertConfig | None = None, **config_changes: Any):
     """Build `cls` from a Hugging Face-layout directory and load its weights."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BertforgeError("model directory not found", path=directory)
+    directory = model_directory(directory)
     if config is None:
         config = BertConfig.from_json_file(directory / "config.json")
     if config_changes:

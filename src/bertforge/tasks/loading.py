@@ -15,7 +15,9 @@ attention. On the onnx backend the model is an `OnnxModel` over the directory's 
 
 The task settings a model was fine-tuned with are stored in its config.json under
 `finetuning`, so `evaluate`, `predict`, export and serve reuse them; settings given by the
-caller win (`Task.settings`).
+caller win (`Task.settings`). A `settings.max_length` past the model's max_position_embeddings
+is an error when the caller gives it, and is lowered to them when it is a default or saved one
+(`fit_to_model`, also used by fine-tuning; `check_length` for any other length, e.g. attention's).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
-from bertforge.config import BertConfig
+from bertforge.config import BertConfig, model_directory
 from bertforge.errors import BertforgeError
 from bertforge.tasks.registry import get_task, task_for_architecture
 
@@ -45,10 +47,13 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 def read_config(directory: str | Path) -> BertConfig:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BertforgeError("model directory not found", path=directory)
-    return BertConfig.from_json_file(directory / "config.json")
+    path = model_directory(directory) / "config.json"
+    config = BertConfig.from_json_file(path)
+    try:
+        kind_of(config)  # the `finetuning` record and `architectures` are well-formed
+    except BertforgeError as error:
+        raise BertforgeError(str(error), path=path) from None
+    return config
 
 
 def load_tokenizer(directory: Path, vocab: Path | None = None) -> Any:
@@ -56,6 +61,7 @@ def load_tokenizer(directory: Path, vocab: Path | None = None) -> Any:
 
     if vocab is not None:
         return BertTokenizer(vocab)
+    directory = model_directory(directory)
     if not (directory / "vocab.txt").exists():
         raise BertforgeError("no vocab.txt in the model directory (pass --vocab FILE)", path=directory)
     return BertTokenizer.from_pretrained(directory)
@@ -64,7 +70,11 @@ def load_tokenizer(directory: Path, vocab: Path | None = None) -> Any:
 def saved_settings(config: BertConfig) -> tuple[str | None, dict[str, Any]]:
     """(task name, settings) of a fine-tuned model's `finetuning` record (None, {} without one)."""
     saved = config.extra.get(SETTINGS_KEY) or {}
-    return saved.get("task"), dict(saved.get("settings") or {})
+    settings = saved.get("settings") if isinstance(saved, Mapping) else None
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("task", ""), str) \
+            or not isinstance(settings or {}, Mapping):
+        raise BertforgeError(f"{SETTINGS_KEY}: expected {{\"task\": NAME, \"settings\": {{...}}}}, got {saved!r}")
+    return saved.get("task"), dict(settings or {})
 
 
 def kind_of(config: BertConfig) -> str:
@@ -73,6 +83,8 @@ def kind_of(config: BertConfig) -> str:
     if saved_task is not None:
         return saved_task
     architectures = config.extra.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
+        raise BertforgeError(f"architectures: expected a list of class names, got {architectures!r}")
     for architecture in architectures:
         task = task_for_architecture(architecture)
         if task is not None:
@@ -95,6 +107,42 @@ def task_of(directory: Path, config: BertConfig, requested: str | None) -> "Task
     if task.needs_id2label and not config.id2label:
         raise BertforgeError("config.json has no id2label: this is not a fine-tuned classifier", path=directory)
     return task
+
+
+def _checked_saved(task: "Task", directory: Path, config: BertConfig) -> dict[str, Any]:
+    """The saved settings of a model, checked alone so that a bad one names its config.json."""
+    saved = saved_settings(config)[1]
+    try:
+        task.settings(None, saved)
+    except BertforgeError as error:
+        raise BertforgeError(f"{SETTINGS_KEY}.{error}", path=directory / "config.json") from None
+    return saved
+
+
+def check_length(length: int, config: BertConfig, name: str) -> None:
+    """A token length the caller asked for (`name`: the setting or flag) must fit the model's
+    position embeddings; past them the embedding lookup would fail."""
+    if length > config.max_position_embeddings:
+        raise BertforgeError(f"{name} is {length}, more than the model's max_position_embeddings "
+                             f"({config.max_position_embeddings}); lower it")
+
+
+def fit_to_model(settings: "TaskSettings", config: BertConfig,
+                 given: "Mapping[str, Any] | TaskSettings | None" = None) -> "TaskSettings":
+    """`settings` with a max_length the model can take. One the caller gave (in `given`) past the
+    model's max_position_embeddings is an error naming settings.max_length; a default or saved
+    one is lowered to it, as transformers cuts to a tokenizer's model_max_length."""
+    import dataclasses
+
+    if settings.max_length <= config.max_position_embeddings:
+        return settings
+    if isinstance(given, Mapping):
+        explicit = "max_length" in given
+    else:
+        explicit = given is not None and given.max_length != type(given)().max_length
+    if explicit:
+        check_length(settings.max_length, config, "settings.max_length")
+    return dataclasses.replace(settings, max_length=config.max_position_embeddings)
 
 
 @dataclass
@@ -156,7 +204,7 @@ def load_model(directory: str | Path, *, backend: Backend = "torch", device: str
     merged = None
     if kind not in ENCODER_OUTPUTS:
         task = task_of(directory, config, task_name or kind)
-        merged = task.settings(settings, saved_settings(config)[1])
+        merged = fit_to_model(task.settings(settings, _checked_saved(task, directory, config)), config, settings)
         kind = task.name
     elif task_name is not None:
         get_task(task_name)  # an unknown name raises as such; a known one disagrees with the model

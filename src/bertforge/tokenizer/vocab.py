@@ -1,10 +1,11 @@
 """Reading and writing BERT `vocab.txt` files: one token a line, the line number is the id.
 
 Lines are split exactly as transformers' `load_vocab` splits them (Python's universal
-newlines: `\\n`, `\\r\\n` and a lone `\\r` all end a line), and when a token appears twice the
-later line wins, as it does there, so ids agree with transformers on any file. A file that is
-missing, not UTF-8, empty, or lacks one of BERT's five special tokens is a `BertforgeError`
-naming the file (and the line, for bad bytes).
+newlines: `\\n`, `\\r\\n` and a lone `\\r` all end a line), so ids agree with transformers. A
+file that is missing, not UTF-8, empty, holds a token twice (transformers silently keeps the
+later line's id, so the earlier id is never produced and ids no longer match the model), or lacks
+one of BERT's five special tokens is a `BertforgeError` naming the file (and the line, for bad
+bytes and repeated tokens).
 """
 
 from __future__ import annotations
@@ -51,7 +52,19 @@ def read_vocab(path: str | Path) -> list[str]:
         tokens.pop()  # the newline that ends the last line does not start a new token
     if not tokens:
         raise BertforgeError("vocab file is empty", path=path)
+    _check_unique(tokens, path)
     return tokens
+
+
+def _check_unique(tokens: list[str], path: Path) -> None:
+    """A token on two lines is an error naming both: one of its ids would never be produced."""
+    first_line: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        earlier = first_line.setdefault(token, index + 1)
+        if earlier != index + 1:
+            raise BertforgeError(f"token {token!r} is on line {earlier} and again on line {index + 1}; "
+                                 "every token of a vocab must be unique (ids are line numbers)",
+                                 path=path, line=index + 1)
 
 
 def check_special_tokens(tokens: list[str], path: str | Path, required: tuple[str, ...] = SPECIAL_TOKENS) -> None:
@@ -66,7 +79,7 @@ def check_special_tokens(tokens: list[str], path: str | Path, required: tuple[st
 
 
 def token_to_id_map(tokens: list[str]) -> dict[str, int]:
-    """token -> id; a repeated token keeps its last line, as transformers' load_vocab does."""
+    """token -> id (read_vocab has checked that every token is on one line only)."""
     return {token: index for index, token in enumerate(tokens)}
 
 
