@@ -17,13 +17,14 @@ class AttentionOptions:
     layer: int | None = option(None, help="layer (from 0); alone: the grid of its heads")
     head: int | None = option(None, help="head (from 0), with --layer: one map with token labels")
     text_pair: str | None = option(None, help="a second text, for sentence-pair models")
-    max_length: int = option(128, help="tokens drawn, [CLS] and [SEP] included")
+    max_length: int | None = option(None, help="tokens drawn, [CLS] and [SEP] included, at most the model's "
+                                               "max_position_embeddings (default: 128, or that when smaller)")
 
 
 def run(options: AttentionOptions) -> int:
     from bertforge.errors import BertforgeError
-    from bertforge.explain.attention import write_attention
-    from bertforge.tasks.loading import load_model
+    from bertforge.explain.attention import MAX_TOKENS, write_attention
+    from bertforge.tasks.loading import check_length, load_model
 
     if len(options.texts) != 1:
         raise BertforgeError(f"attention takes one text, got {len(options.texts)} (quote the sentence)")
@@ -35,12 +36,15 @@ def run(options: AttentionOptions) -> int:
         except ImportError:
             raise BertforgeError("PNG output needs matplotlib: pip install 'bertforge[plot]' "
                                  "(or write .html)") from None
-    if options.max_length < 3:
+    if options.max_length is not None and options.max_length < 3:
         raise BertforgeError("--max-length must be at least 3")
     model = options.model or Path("runs/pretrain/final")
     loaded = load_model(model)
+    if options.max_length is not None:
+        check_length(options.max_length, loaded.config, "--max-length")
+    max_length = options.max_length or min(MAX_TOKENS, loaded.config.max_position_embeddings)
     maps = write_attention(loaded, options.texts[0], options.out, text_pair=options.text_pair, layer=options.layer,
-                           head=options.head, max_length=options.max_length)
+                           head=options.head, max_length=max_length)
     print(f"{options.out}: {maps.layers} layers x {maps.heads} heads over {len(maps.tokens)} tokens")
     return 0
 

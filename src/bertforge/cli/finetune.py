@@ -85,7 +85,9 @@ def run_evaluate(options: EvaluateOptions) -> int:
 
 @dataclass
 class PredictOptions:
-    texts: list[str] = option(default_factory=list, positional=True, help="texts (questions for qa) to predict on")
+    texts: list[str] = option(default_factory=list, positional=True,
+                              help="texts (questions for qa) to predict on; an empty one is an error "
+                                   "(blank lines of --input are skipped)")
     model: Path | None = option(None, help="fine-tuned model directory")
     task: str | None = option(None, help=f"{TASK_HELP} (default: the model's own)")
     input: Path | None = option(None, help="file of inputs: the task's data format, text lines, or JSON lines")

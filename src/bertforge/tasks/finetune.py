@@ -27,7 +27,7 @@ from typing import Any, Iterable, Literal, Mapping
 from bertforge.config import IGNORE_INDEX, BertConfig, to_plain
 from bertforge.errors import BertforgeError
 from bertforge.fileio import atomic_open, atomic_write_json
-from bertforge.tasks.loading import SETTINGS_KEY, load_model, load_tokenizer
+from bertforge.tasks.loading import SETTINGS_KEY, fit_to_model, load_model, load_tokenizer
 from bertforge.tasks.registry import get_task
 from bertforge.tasks.settings import TaskSettings
 from bertforge.tasks.task import Task
@@ -197,6 +197,7 @@ def finetune(run: FinetuneRun, resolved_options: dict[str, Any] | None = None) -
     out_dir = Path(run.out)
     torch.manual_seed(run.trainer.seed)
     tokenizer, base_config, init = _base_model(run)
+    settings = fit_to_model(settings, base_config, run.settings)
     data, config = _prepare(task, run, settings, base_config)
     model = task.model_class(config) if init == "random" else task.model_class.from_pretrained(run.model, config=config)
 
@@ -278,7 +279,12 @@ def predict(*, model_dir: Path, task_name: str | None, settings: Mapping[str, An
             texts: list[str] | None = None, input_path: Path | None = None, context: str | None = None,
             text_pair: str | None = None, batch_size: int = 64, device: str = "auto", backend: str = "torch",
             onnx_file: Path | None = None) -> list[dict[str, Any]]:
-    """Predictions for `texts` or the inputs in `input_path`, on the torch or onnx backend."""
+    """Predictions for `texts` or the inputs in `input_path`, on the torch or onnx backend. An
+    empty (or all-whitespace) text is an error: it has nothing to predict from."""
+    for index, text in enumerate(texts or [], start=1):
+        if not text.strip():
+            raise BertforgeError(f"input {index} is empty: give each text some words "
+                                 "(blank lines of an --input file are skipped)")
     loaded = load_model(model_dir, backend=backend, device=device, task_name=task_name,  # type: ignore[arg-type]
                         settings=settings, onnx_file=onnx_file)
     if loaded.task is None or loaded.settings is None:
