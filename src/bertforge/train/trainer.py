@@ -254,6 +254,12 @@ class Trainer:
         if self._clock_origin is not None:
             started, before = self._clock_origin
             self.elapsed_seconds = before + now - started
+            if self.context.distributed and self.config.time_limit_minutes is not None:
+                # One elapsed time for all ranks, so that they stop at the same step (a rank that
+                # stopped alone would leave the others waiting in a collective) and share the schedule.
+                mean = distributed.all_reduce_sum(torch.tensor([self.elapsed_seconds], dtype=torch.float64),
+                                                  self.context) / self.context.world_size
+                self.elapsed_seconds = float(mean[0])
         return now
 
     def _log_step(self, bar: Any, window: list, now: float, loss: float, parts: dict[str, float],
