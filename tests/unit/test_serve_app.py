@@ -181,7 +181,8 @@ def test_metrics_count_requests_and_model_calls(models):
     calls = samples['bertforge_batches_total{endpoint="classify"}']
     assert 1 <= calls <= 3
     assert samples['bertforge_batch_requests_sum{endpoint="classify"}'] == 3
-    assert samples['bertforge_model_info{model="classify",kind="classify",backend="torch",micro_batching="true"}'] == 1
+    # prometheus_client writes the labels of a sample in name order.
+    assert samples['bertforge_model_info{backend="torch",kind="classify",micro_batching="true",model="classify"}'] == 1
     assert "# TYPE bertforge_request_duration_seconds histogram" in text.text
 
 
@@ -258,3 +259,99 @@ def test_onnx_backend_fills_masks_like_pytorch(models, tmp_path):
         assert ours["sequence"] == theirs["sequence"]
         for mine, reference in zip(ours["masks"], theirs["masks"]):
             assert [t["token"] for t in mine["predictions"]] == [t["token"] for t in reference["predictions"]]
+
+
+HOSTILE = [
+    # (description, path, request kwargs, status, a piece of the message)
+    ("invalid UTF-8", "/v1/classify", {"content": b'{"texts": ["caf\xe9"]}',
+                                       "headers": {"content-type": "application/json"}}, 422, "not valid UTF-8"),
+    ("an integer as a boolean", "/v1/embed", {"json": {"texts": ["a"], "normalize": 0}}, 422, "normalize"),
+    ("a string as an integer", "/v1/fill-mask", {"json": {"texts": ["a [MASK]"], "top_k": "3"}}, 422, "top_k"),
+    ("a lone surrogate", "/v1/classify", {"content": b'{"texts": ["ok", "bad \\ud800"]}',
+                                          "headers": {"content-type": "application/json"}},
+     422, "texts.1: not valid Unicode (lone surrogate)"),
+    ("a lone surrogate in a field name", "/v1/classify", {"content": b'{"texts": ["a"], "\\udc00": 1}',
+                                                          "headers": {"content-type": "application/json"}},
+     422, "unicode string"),
+    ("pairs and texts mixed", "/v1/classify", {"json": {"texts": ["a", {"text": "b", "text_pair": "c"}]}}, 422,
+     "texts"),
+    ("more tokens than the cap", "/v1/classify", {"json": {"texts": ["the film is good . " * 40] * 4}}, 413, "tokens"),
+    ("a [MASK] the model never reads", "/v1/fill-mask", {"json": {"texts": ["the film " * 80 + "[MASK]"]}}, 413,
+     "no [MASK] token in the first"),
+]
+
+
+@pytest.mark.parametrize("description, path, request_kwargs, status, message", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_requests_get_documented_statuses_and_clean_messages(models, description, path, request_kwargs,
+                                                                    status, message):
+    kind = "pretraining" if path in ("/v1/embed", "/v1/fill-mask") else "classify"
+    with client(models[kind], max_request_tokens=500) as http:
+        response = http.post(path, **request_kwargs)
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert message in error["message"] and "PyString" not in error["message"] and "Tensor" not in error["message"]
+        operation = http.get("/openapi.json").json()["paths"][path]["post"]
+        assert str(status) in operation["responses"]
+        assert operation["responses"][str(status)]["content"]["application/json"]["schema"] == \
+            {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_text_pairs_are_one_item_each_and_the_schema_says_so(models):
+    with client(models["classify"]) as http:
+        pairs = http.post("/v1/classify", json={"texts": [{"text": "a good film", "text_pair": "john"},
+                                                           {"text": "bad", "text_pair": "paris"}]})
+        schema = http.get("/openapi.json").json()
+    assert pairs.status_code == 200, pairs.text
+    assert [(p["text"], p["text_pair"]) for p in pairs.json()["predictions"]] == [("a good film", "john"),
+                                                                                   ("bad", "paris")]
+    texts = schema["components"]["schemas"]["ClassifyRequest"]["properties"]["texts"]
+    assert [choice["items"].get("type", choice["items"].get("$ref")) for choice in texts["oneOf"]] == \
+        ["string", "#/components/schemas/TextPair"]
+
+
+def test_the_token_cap_answers_fast_before_the_model(models):
+    import time
+
+    with client(models["classify"], max_items=64, max_text_chars=10_000) as http:
+        started = time.perf_counter()
+        response = http.post("/v1/classify", json={"texts": ["the film is good " * 588] * 64})
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 413 and "the limit is 16384" in response.json()["error"]["message"]
+    assert elapsed < 5, elapsed
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_499(models):
+    import asyncio
+
+    app = create_app(Engine(models["classify"]), ServeSettings())
+    messages = iter([{"type": "http.request", "body": b'{"texts": ["a', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/classify", "raw_path": b"/v1/classify", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1), "server": ("t", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent == []
+    metrics = app.state.metrics
+    assert metrics.value("bertforge_requests_total", endpoint="/v1/classify", status="499") == 1
+    assert metrics.value("bertforge_requests_total", endpoint="/v1/classify", status="500") is None
+
+
+def test_metrics_are_prometheus_client_output_one_registry_per_app(models):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with client(models["classify"]) as one, client(models["classify"]) as other:
+        assert one.post("/v1/classify", json={"texts": ["a good film"]}).status_code == 200
+        first, second = one.get("/metrics").text, other.get("/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(first)}
+    assert families["bertforge_requests"].type == "counter"
+    assert families["bertforge_request_duration_seconds"].type == "histogram"
+    assert 'bertforge_requests_total{endpoint="/v1/classify",status="200"} 1.0' in first
+    assert 'endpoint="/v1/classify"' not in second

@@ -55,7 +55,7 @@ def test_waiting_requests_of_one_kind_share_a_call_and_keep_their_order():
         assert result == [f"embed:('mean',):a{index}", f"embed:('mean',):b{index}"]
     assert len(runner.calls) == 2  # the first alone, then the five waiting requests together
     assert runner.calls[1][2] == [item for _, _, items in requests for item in items]
-    assert batcher.metrics.batch_requests.series[("embed",)][-2] == 2  # two model calls observed
+    assert batcher.metrics.value("bertforge_batch_requests_count", endpoint="embed") == 2  # two model calls observed
 
 
 def test_kinds_and_parameters_never_mix_and_the_size_cap_holds():

@@ -5,16 +5,20 @@ A fine-tuned model's task is served at its `Task.route` (/v1/<task name>) with t
 prediction models the task declares (`Task.serve_api`); fill-mask, embed and attention are the
 encoder's. Only the endpoints the directory can answer are routed and documented; the others answer 404
 with a JSON error that says why. Every error is JSON of one shape,
-`{"error": {"status", "type", "message", "details"}}`:
+`{"error": {"status", "type", "message", "details"}}`, and every status a route can answer is
+declared in the OpenAPI schema with that body (`schemas.ERRORS`):
 - 413 for a body over `max_body_bytes` (refused before parsing), more than `max_items` inputs,
-  or a text over `max_text_chars`;
-- 422 for malformed JSON, wrong types, unknown fields, and inputs the model cannot use (a
-  fill-mask text without [MASK]);
+  a text over `max_text_chars`, or more than `max_request_tokens` tokens in all (counted with the
+  fast tokenizer before the model runs);
+- 422 for a body that is not UTF-8 or not JSON, wrong (strict) types, unknown fields, strings
+  with a lone surrogate, and inputs the model cannot use (a fill-mask text without [MASK]);
 - 404/405 for unknown paths and methods, 503 while shutting down, 500 for bugs (logged).
+/metrics counts a request whose client hung up before the answer as status 499, not 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -24,15 +28,15 @@ from typing import Any, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import create_model
+from pydantic import BaseModel, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bertforge import __version__
+from bertforge.version import __version__
 from bertforge.errors import BertforgeError
 from bertforge.serve import schemas
 from bertforge.serve.batching import MicroBatcher, ShuttingDown
 from bertforge.serve.engine import Engine
-from bertforge.serve.metrics import Registry
+from bertforge.serve.metrics import CONTENT_TYPE, Registry
 from bertforge.serve.settings import ServeSettings
 from bertforge.tasks.task import RequestError, Task
 
@@ -62,7 +66,40 @@ class ApiError(Exception):
 def error_response(status: int, kind: str, message: str, details: list[dict] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"status": status, "type": kind, "message": message, "details": details}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_encodable(body), status_code=status, headers=headers)
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with every lone surrogate written as `\\udXXX` text: an error may quote what the
+    client sent (an unknown field's name), and UTF-8 cannot carry a lone surrogate."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encodable(item) for item in value]
+    return value
+
+
+def lone_surrogate(value: Any, where: tuple = ()) -> str | None:
+    """The dotted location ("texts.0") of the first string in `value` (a request model, or
+    JSON-like dicts, lists and strings) that holds a lone surrogate, which JSON's `\\ud800` escapes can carry but no
+    tokenizer (nor UTF-8) can; None when there is none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return ".".join(str(part) for part in where) or "body"
+        return None
+    if isinstance(value, BaseModel):
+        items = ((name, getattr(value, name)) for name in type(value).model_fields)
+    else:
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = lone_surrogate(item, (*where, key))
+        if found is not None:
+            return found
+    return None
 
 
 class BodyLimit:
@@ -97,6 +134,10 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
+        not_utf8 = _not_utf8(bytes(body))
+        if not_utf8 is not None:
+            await not_utf8(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> dict:
@@ -114,6 +155,17 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _not_utf8(body: bytes) -> JSONResponse | None:
+    """The 422 for a body that is not UTF-8, or None. JSON travels as UTF-8 (RFC 8259); FastAPI
+    would answer other bytes with a 400 the API does not document."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error_response(422, "validation_error", f"the body is not valid UTF-8 (byte {error.start})",
+                              [{"location": ["body"], "message": "not valid UTF-8", "type": "utf8_invalid"}])
+    return None
+
+
 class Observe:
     """ASGI middleware: request counts by endpoint and status, latency, requests in flight."""
 
@@ -127,7 +179,8 @@ class Observe:
             return
         path = scope.get("path", "")
         endpoint = path if path in self.known else "other"
-        status = 500
+        status: int | None = None
+        hung_up = False
         started = time.perf_counter()
 
         async def watch(message: dict) -> None:
@@ -136,10 +189,19 @@ class Observe:
                 status = message["status"]
             await send(message)
 
+        async def listen() -> dict:
+            nonlocal hung_up
+            message = await receive()
+            hung_up = hung_up or message["type"] == "http.disconnect"
+            return message
+
         self.metrics.in_flight.inc(amount=1)
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, listen, watch)
         finally:
+            # No answer started: the client closed the connection first (499, nginx's code), or a bug.
+            if status is None:
+                status = 499 if hung_up else 500
             self.metrics.in_flight.inc(amount=-1)
             self.metrics.requests.inc(endpoint, str(status))
             self.metrics.latency.observe(time.perf_counter() - started, endpoint)
@@ -159,6 +221,38 @@ class _Api:
     def __init__(self, engine: Engine, settings: ServeSettings, batcher: MicroBatcher):
         self.engine, self.settings, self.batcher = engine, settings, batcher
         self.model_name = engine.directory.name
+
+    @staticmethod
+    def check_unicode(body: Any) -> None:
+        """A lone surrogate anywhere in the (validated) body is a 422 naming where it is."""
+        where = lone_surrogate(body)
+        if where is not None:
+            raise ApiError(422, "validation_error", f"{where}: not valid Unicode (lone surrogate)",
+                           [{"location": ["body", *where.split(".")], "message": "lone surrogate",
+                             "type": "unicode_invalid"}])
+
+    async def admit(self, body: Any, groups: list[list[str]]) -> None:
+        """`check_unicode(body)`, then `check_limits(groups)`."""
+        self.check_unicode(body)
+        await self.check_limits(groups)
+
+    async def check_limits(self, groups: list[list[str]]) -> None:
+        """413 before the model runs: a group of strings over the item or character limit, or all
+        of them together over the token limit."""
+        for texts in groups:
+            self.check_sizes(texts)
+        await self.check_tokens([text for texts in groups for text in texts])
+
+    async def check_tokens(self, texts: list[str]) -> None:
+        limit = self.settings.max_request_tokens
+        # A WordPiece token holds at least one character of the normalized text, and a character
+        # normalizes (NFD) to at most four: the tokenizer runs only for requests near the limit.
+        if 4 * sum(len(text) for text in texts) <= limit:
+            return
+        ids = await asyncio.to_thread(self.engine.tokenizer.encode_batch_ids, texts)
+        tokens = sum(len(piece) for piece in ids)
+        if tokens > limit:
+            raise ApiError(413, "payload_too_large", f"the request holds {tokens} tokens; the limit is {limit}")
 
     def check_sizes(self, texts: list[str]) -> None:
         if len(texts) > self.settings.max_items:
@@ -205,7 +299,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     app = FastAPI(title="bertforge", version=__version__, lifespan=lifespan,
                   description=f"Model `{engine.directory.name}` ({engine.kind}, {engine.backend} backend). "
                               f"Endpoints: {', '.join(engine.endpoints)}.",
-                  responses={413: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse}})
+                  responses=schemas.error_responses(422, 500))
     app.state.engine, app.state.batcher, app.state.metrics, app.state.settings = engine, batcher, metrics, settings
     api = _Api(engine, settings, batcher)
     _add_error_handlers(app)
@@ -221,7 +315,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Observe, metrics=metrics)
@@ -267,52 +361,55 @@ def _add_task_route(app: FastAPI, api: _Api, task: Task) -> None:
     response = create_model(f"{name}Response", model=(str, ...), predictions=(list[spec.prediction], ...))
 
     async def predict(body: Any) -> dict[str, Any]:
+        api.check_unicode(body)
         try:
             call = task.serve_inputs(body, api.engine.loaded.settings)
         except RequestError as error:
             raise ApiError(422, "validation_error", str(error)) from None
-        for texts in call.texts:
-            api.check_sizes(texts)
+        await api.check_limits(call.texts)
         return {"model": api.model_name, "predictions": await api.call(task.name, call.params, call.items)}
 
     # FastAPI reads the body's model from the signature; the task's model is known only now.
     body = inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=spec.request)
     predict.__signature__ = inspect.Signature([body], return_annotation=dict[str, Any])  # type: ignore[attr-defined]
     predict.__name__ = task.name.replace("-", "_")
-    app.post(task.route, response_model=response, tags=["tasks"], summary=spec.summary)(predict)
+    app.post(task.route, response_model=response, tags=["tasks"], summary=spec.summary,
+             responses=schemas.error_responses())(predict)
 
 
 def _add_encoder_routes(app: FastAPI, api: _Api) -> None:
     """fill-mask, embed and attention (with its HTML page), where the engine offers them."""
     offered, engine, settings = set(api.engine.endpoints), api.engine, api.settings
+    errors = schemas.error_responses()
 
     if "fill-mask" in offered:
-        @app.post(ENCODER_ROUTES["fill-mask"], response_model=schemas.FillMaskResponse, tags=["encoder"],
-                  summary="the likeliest tokens for each [MASK]")
+        @app.post(ENCODER_ROUTES["fill-mask"], responses=errors, response_model=schemas.FillMaskResponse,
+                  tags=["encoder"], summary="the likeliest tokens for each [MASK]")
         async def fill_mask(body: schemas.FillMaskRequest) -> dict[str, Any]:
-            api.check_sizes(body.texts)
+            await api.admit(body, [body.texts])
             for index, text in enumerate(body.texts):
                 try:
                     engine.check_fill_mask(text)
                 except BertforgeError as error:
-                    raise ApiError(422, "unprocessable_input", f"input {index}: {error}") from None
+                    # The text holds [MASK] (validated): only its length keeps the model from it.
+                    raise ApiError(413, "payload_too_large", f"input {index}: {error}") from None
             predictions = await api.call("fill-mask", (body.top_k,), list(body.texts))
             return {"model": api.model_name, "predictions": predictions}
 
     if "embed" in offered:
-        @app.post(ENCODER_ROUTES["embed"], response_model=schemas.EmbedResponse, tags=["encoder"],
-                  summary="sentence embeddings: mean-pooled or [CLS]")
+        @app.post(ENCODER_ROUTES["embed"], responses=errors, response_model=schemas.EmbedResponse,
+                  tags=["encoder"], summary="sentence embeddings: mean-pooled or [CLS]")
         async def embed(body: schemas.EmbedRequest) -> dict[str, Any]:
-            api.check_sizes(body.texts)
+            await api.admit(body, [body.texts])
             vectors = await api.call("embed", (body.pooling, body.normalize), list(body.texts))
             return {"model": api.model_name, "pooling": body.pooling, "dimensions": engine.config.hidden_size,
                     "embeddings": vectors}
 
     if "attention" in offered:
-        @app.post(ENCODER_ROUTES["attention"], response_model=schemas.AttentionResponse, tags=["explain"],
-                  summary="attention probabilities of every layer and head for one text")
+        @app.post(ENCODER_ROUTES["attention"], responses=errors, response_model=schemas.AttentionResponse,
+                  tags=["explain"], summary="attention probabilities of every layer and head for one text")
         async def attention(body: schemas.AttentionRequest) -> dict[str, Any]:
-            api.check_sizes([body.text] + ([body.text_pair] if body.text_pair is not None else []))
+            await api.admit(body, [[body.text] + ([body.text_pair] if body.text_pair is not None else [])])
             maps = (await api.call("attention", (), [(body.text, body.text_pair)]))[0]
             return {"model": api.model_name, **maps}
 

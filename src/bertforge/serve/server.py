@@ -16,7 +16,7 @@ from bertforge.serve.settings import LOOPBACK, ServeSettings
 
 def require_serving() -> None:
     missing = []
-    for name in ("fastapi", "uvicorn", "pydantic"):
+    for name in ("fastapi", "uvicorn", "pydantic", "prometheus_client"):
         try:
             __import__(name)
         except ImportError:

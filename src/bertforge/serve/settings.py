@@ -36,6 +36,9 @@ class ServeSettings:
     """Most inputs (texts, questions) in one request (more: 413)."""
     max_text_chars: int = 10_000
     """Longest text (or context) in characters (longer: 413)."""
+    max_request_tokens: int = 16_384
+    """Most WordPiece tokens in all the texts of one request, special tokens not counted (more: 413);
+    counted before the model runs, so one request cannot hold the worker for long."""
     max_body_bytes: int = 1_000_000
     """Largest request body in bytes (larger: 413, before it is parsed)."""
     max_attention_tokens: int = 64
@@ -48,7 +51,8 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise BertforgeError(f"port must be in 0..65535, got {self.port}")
-        for name in ("batch_size", "max_items", "max_text_chars", "max_body_bytes", "max_attention_tokens"):
+        for name in ("batch_size", "max_items", "max_text_chars", "max_request_tokens", "max_body_bytes",
+                     "max_attention_tokens"):
             if getattr(self, name) <= 0:
                 raise BertforgeError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.graceful_timeout < 0:

@@ -40,7 +40,7 @@ from bertforge.tasks.reading import read_lines, read_text, sorted_labels, warn
 from bertforge.tasks.registry import register
 from bertforge.tasks.running import run_model, softmax
 from bertforge.tasks.settings import TaskSettings
-from bertforge.tasks.task import Evaluation, RequestError, ServeApi, ServeCall, Task
+from bertforge.tasks.task import Evaluation, ServeApi, ServeCall, Task
 from bertforge.tasks.windows import encode_windows
 
 TEXT_COLUMNS = ("sentence", "sentence1", "text", "review", "content", "#1 String", "question1", "premise",
@@ -544,24 +544,38 @@ class ClassifyTask(Task):
         return _serve_api()
 
     def serve_inputs(self, body: Any, settings: ClassifySettings) -> ServeCall:
-        pairs = body.text_pairs
-        if pairs is not None and len(pairs) != len(body.texts):
-            raise RequestError(f"text_pairs has {len(pairs)} items but texts has {len(body.texts)}")
-        inputs = [TextExample(text, pair, None, index)
-                  for index, (text, pair) in enumerate(zip(body.texts, pairs or [None] * len(body.texts)), start=1)]
+        paired = not isinstance(body.texts[0], str)  # the schema takes all strings or all pairs
+        texts = [item.text for item in body.texts] if paired else list(body.texts)
+        pairs = [item.text_pair for item in body.texts] if paired else [None] * len(texts)
+        inputs = [TextExample(text, pair, None, index) for index, (text, pair) in enumerate(zip(texts, pairs), start=1)]
         # Paired and single inputs never share a batch: the features pair every text as soon as one has a pair.
-        return ServeCall(inputs, (pairs is not None,), [body.texts + (pairs or [])])
+        return ServeCall(inputs, (paired,), [texts, pairs] if paired else [texts])
+
+
+def _pairs_or_texts(value: Any) -> str:
+    """Which shape a request's `texts` has (its first item says), so errors speak of that one."""
+    return "pairs" if isinstance(value, list) and value and isinstance(value[0], dict) else "texts"
 
 
 @functools.cache
 def _serve_api() -> ServeApi:
     """The request and prediction bodies of /v1/classify (pydantic, imported only when serving)."""
-    from pydantic import BaseModel, ConfigDict, Field
+    from typing import Annotated
+
+    from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag
+
+    class TextPair(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        text: StrictStr
+        text_pair: StrictStr = Field(description="the second text of the pair")
 
     class ClassifyRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        texts: list[str] = Field(min_length=1, description="texts to classify")
-        text_pairs: list[str] | None = Field(None, description="second texts, one per text, for models trained on pairs")
+        # One shape per request, written so the schema states it: a pair is one item, never two lists.
+        texts: Annotated[Annotated[list[StrictStr], Field(min_length=1), Tag("texts")]
+                         | Annotated[list[TextPair], Field(min_length=1), Tag("pairs")],
+                         Discriminator(_pairs_or_texts)] = Field(description="texts to classify, or {text, text_pair} objects for a model trained on pairs "
+                              "(all of one kind in a request)")
 
     class ClassifyPrediction(BaseModel):
         text: str

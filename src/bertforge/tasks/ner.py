@@ -455,11 +455,11 @@ class NerTask(Task):
 @functools.cache
 def _serve_api() -> ServeApi:
     """The request and prediction bodies of /v1/ner (pydantic, imported only when serving)."""
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
     class NerRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        texts: list[str] = Field(min_length=1, description="texts to tag; words are split as at fine-tuning")
+        texts: list[StrictStr] = Field(min_length=1, description="texts to tag; words are split as at fine-tuning")
 
     class Entity(BaseModel):
         type: str
