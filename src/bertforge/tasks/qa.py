@@ -581,12 +581,12 @@ class QuestionAnsweringTask(Task):
 @functools.cache
 def _serve_api() -> ServeApi:
     """The request and prediction bodies of /v1/qa (pydantic, imported only when serving)."""
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
     class QaItem(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        question: str
-        context: str
+        question: StrictStr
+        context: StrictStr
 
     class QaRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
