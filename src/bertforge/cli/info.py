@@ -16,7 +16,7 @@ class InfoOptions:
 def run(options: InfoOptions) -> int:
     import platform
 
-    from bertforge import __version__
+    from bertforge.version import __version__
     from bertforge.config import PRESETS, BertConfig, count_parameters
 
     print(f"bertforge {__version__} on Python {platform.python_version()}")
