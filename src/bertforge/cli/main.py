@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "export",
     "compress",
     "attention",
+    "plot",
 )
 
 DESCRIPTION = """\

@@ -190,6 +190,7 @@ def finetune(run: FinetuneRun, resolved_options: dict[str, Any] | None = None) -
     from bertforge.tasks.features import FeatureBatches
     from bertforge.train import Trainer
     from bertforge.train.hooks import KeepBest
+    from bertforge.train.plot import CurvesHook
 
     run.check()
     task = get_task(run.task)  # type: ignore[arg-type]
@@ -227,7 +228,7 @@ def finetune(run: FinetuneRun, resolved_options: dict[str, Any] | None = None) -
     # Only length grouping needs the fixed normalizer; random batches keep transformers' loss.
     objective = TaskObjective(task.name, labels_per_row(features) if run.group_by_length else None)
     trainer = Trainer(model, train_config, out_dir, batches, objective, evaluate=evaluate, tokenizer=tokenizer,
-                      hooks=[keep_best], evaluate_at_start=False)
+                      hooks=[keep_best, CurvesHook()], evaluate_at_start=False)
     started = time.perf_counter()
     result = trainer.fit()
     train_seconds = time.perf_counter() - started

@@ -1,8 +1,9 @@
 """The pretraining recipe runner, `run_pretraining`: data preparation (when given raw text), the
 model, the trainer, the result. (The objective itself is `bertforge.train.pretraining`.)
 
-A run directory holds config.yaml (the resolved config), metrics.jsonl, checkpoints/step-N/
-and, at the end, final/ in Hugging Face layout. With no inputs at all, the run uses the
+A run directory holds config.yaml (the resolved config), metrics.jsonl, curves.png (with
+matplotlib; `bertforge.train.plot`), checkpoints/step-N/ and, at the end, final/ in Hugging
+Face layout. With no inputs at all, the run uses the
 built-in corpus (`bertforge.data.builtin`) and a WordPiece vocab trained on it.
 
 `PretrainConfig` is one typed tree, built and checked whole before anything is written:
@@ -206,6 +207,7 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     import torch
 
     from bertforge.train import distributed
+    from bertforge.train.plot import CurvesHook
     from bertforge.train.trainer import Trainer
 
     check_inputs(config)
@@ -235,7 +237,7 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
                   f"{model.config.hidden_size}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; "
                   f"data: {len(train_set):,} train / {len(eval_set):,} eval instances ({mode})")
     trainer = Trainer(model, config.train, run_dir, batches, PretrainingObjective(), evaluate=evaluate,
-                      tokenizer=tokenizer, context=context)
+                      tokenizer=tokenizer, context=context, hooks=[CurvesHook()])
     result = trainer.fit()
     final = run_dir / "final"
     if context.is_main:
