@@ -260,12 +260,13 @@ def squad_exact(gold: str, predicted: str) -> int:
     return int(normalize_answer(gold) == normalize_answer(predicted))
 
 
-def squad_f1(gold: str, predicted: str) -> float:
+def squad_f1(gold: str, predicted: str, *, version_2: bool = False) -> float:
+    """Token-overlap F1. With an empty side, v2.0 scores 1 only when both are empty (an
+    unanswerable question answered with ""); the v1.1 script scores 0 whenever no token is shared."""
     gold_tokens = normalize_answer(gold).split()
     predicted_tokens = normalize_answer(predicted).split()
     if not gold_tokens or not predicted_tokens:
-        # v2.0: an unanswerable question scores 1 only for an empty prediction.
-        return float(gold_tokens == predicted_tokens)
+        return float(version_2 and gold_tokens == predicted_tokens)
     common = Counter(gold_tokens) & Counter(predicted_tokens)
     same = sum(common.values())
     if same == 0:
@@ -275,13 +276,17 @@ def squad_f1(gold: str, predicted: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(gold_answers: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
-    """EM and F1 in percent; a question without gold answers is unanswerable (gold "")."""
+def squad_scores(gold_answers: Sequence[Sequence[str]], predictions: Sequence[str], *,
+                 version_2: bool = False) -> dict[str, float]:
+    """EM and F1 in percent, as the official scripts compute them; a question without gold
+    answers is unanswerable (gold ""). v1.1 keeps every gold answer, also one that normalizes to
+    empty ("." in three dev-v1.1 questions: a prediction "." matches it exactly); v2.0 drops
+    those, as its script does."""
     exact = f1 = 0.0
     for golds, predicted in zip(gold_answers, predictions):
-        golds = [gold for gold in golds if normalize_answer(gold)] or [""]
+        golds = [gold for gold in golds if normalize_answer(gold) or not version_2] or [""]
         exact += max(squad_exact(gold, predicted) for gold in golds)
-        f1 += max(squad_f1(gold, predicted) for gold in golds)
+        f1 += max(squad_f1(gold, predicted, version_2=version_2) for gold in golds)
     count = len(predictions)
     return {"exact": 100.0 * exact / count if count else 0.0, "f1": 100.0 * f1 / count if count else 0.0,
             "total": float(count)}
@@ -523,13 +528,17 @@ class QuestionAnsweringTask(Task):
         metric = settings.qa_metric
         if metric == "auto":
             metric = "cmrc2018" if any(has_cjk(example.context) for example in examples[:50]) else "squad"
-        metrics = (cmrc_scores if metric == "cmrc2018" else squad_scores)(golds, predicted)
+        if metric == "cmrc2018":
+            metrics = cmrc_scores(golds, predicted)
+        else:
+            metrics = squad_scores(golds, predicted, version_2=version_2)
         if version_2:
             answerable = [index for index, example in enumerate(examples) if not example.is_impossible]
             unanswerable = [index for index, example in enumerate(examples) if example.is_impossible]
             for name, subset in (("has_answer", answerable), ("no_answer", unanswerable)):
                 if subset:
-                    scores = squad_scores([golds[i] for i in subset], [predicted[i] for i in subset])
+                    scores = squad_scores([golds[i] for i in subset], [predicted[i] for i in subset],
+                                          version_2=True)
                     metrics[f"{name}_exact"], metrics[f"{name}_f1"] = scores["exact"], scores["f1"]
         for record, gold in zip(records, golds):
             record["gold"] = gold
