@@ -276,6 +276,7 @@ HOSTILE = [
     ("pairs and texts mixed", "/v1/classify", {"json": {"texts": ["a", {"text": "b", "text_pair": "c"}]}}, 422,
      "texts"),
     ("more tokens than the cap", "/v1/classify", {"json": {"texts": ["the film is good . " * 40] * 4}}, 413, "tokens"),
+    ("an attention text of white space only", "/v1/attention", {"json": {"text": "\x1d "}}, 422, "only white space"),
     ("a [MASK] the model never reads", "/v1/fill-mask", {"json": {"texts": ["the film " * 80 + "[MASK]"]}}, 413,
      "no [MASK] token in the first"),
 ]

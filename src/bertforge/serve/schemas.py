@@ -6,6 +6,7 @@ field is ever a path on the server."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
@@ -25,6 +26,20 @@ def _integral(value: object) -> object:
 
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
 """An integer as JSON Schema means it: 5 or 5.0, never "5" or true."""
+
+VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
+"""A character that is no white space, neither in Python's sense (str.strip) nor in JSON Schema's
+(ECMA-262 `\s`): the pattern means the same under both."""
+
+
+def _not_blank(text: str) -> str:
+    if re.search(VISIBLE, text) is None:
+        raise ValueError("the text is empty (only white space)")
+    return text
+
+
+VisibleText = Annotated[StrictStr, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": VISIBLE})]
+"""A text with at least one character that is not white space (the schema says so with a pattern)."""
 
 MaskedText = Annotated[StrictStr, AfterValidator(_has_mask), Field(json_schema_extra={"pattern": r"\[MASK\]"})]
 """A text holding [MASK] (the schema says so with a pattern, so a schema-driven client knows)."""
@@ -47,7 +62,7 @@ class EmbedRequest(_Request):
 
 
 class AttentionRequest(_Request):
-    text: StrictStr = Field(min_length=1)
+    text: VisibleText
     text_pair: StrictStr | None = None
 
 
