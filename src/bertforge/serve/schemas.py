@@ -29,7 +29,7 @@ JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
 
 VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
 """A character that is no white space, neither in Python's sense (str.strip) nor in JSON Schema's
-(ECMA-262 `\s`): the pattern means the same under both."""
+(ECMA-262 white space): the pattern means the same under both."""
 
 
 def _not_blank(text: str) -> str:
