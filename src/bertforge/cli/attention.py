@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertforge.cli.command import Command, option
+from bertforge.fileio import OVERWRITE_HELP
 
 
 @dataclass
@@ -19,11 +20,13 @@ class AttentionOptions:
     text_pair: str | None = option(None, help="a second text, for sentence-pair models")
     max_length: int | None = option(None, help="tokens drawn, [CLS] and [SEP] included, at most the model's "
                                                "max_position_embeddings (default: 128, or that when smaller)")
+    overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
 def run(options: AttentionOptions) -> int:
     from bertforge.errors import BertforgeError
     from bertforge.explain.attention import MAX_TOKENS, write_attention
+    from bertforge.fileio import prepare_output
     from bertforge.tasks.loading import check_length, load_model
 
     if len(options.texts) != 1:
@@ -38,6 +41,7 @@ def run(options: AttentionOptions) -> int:
                                  "(or write .html)") from None
     if options.max_length is not None and options.max_length < 3:
         raise BertforgeError("--max-length must be at least 3")
+    prepare_output(options.out, kind="file", overwrite=options.overwrite)
     model = options.model or Path("runs/pretrain/final")
     loaded = load_model(model)
     if options.max_length is not None:

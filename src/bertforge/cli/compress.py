@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bertforge.cli.command import Command, option
 from bertforge.compress.config import DistillConfig
+from bertforge.fileio import OVERWRITE_HELP
 
 
 @dataclass
@@ -20,6 +21,7 @@ class QuantizeOptions:
     model: Path | None = option(None, help="model directory to quantize")
     out: Path | None = option(None, help="directory for the int8 model (config, tokenizer, model.onnx)")
     per_channel: bool = option(False, help="one scale per output channel instead of per tensor")
+    overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
 def run_quantize(options: QuantizeOptions) -> int:
@@ -30,7 +32,7 @@ def run_quantize(options: QuantizeOptions) -> int:
 
     if options.model is None or options.out is None:
         raise BertforgeError("quantize needs --model DIR and --out DIR")
-    report = quantize_model(options.model, options.out, per_channel=options.per_channel)
+    report = quantize_model(options.model, options.out, per_channel=options.per_channel, overwrite=options.overwrite)
     print(json.dumps(describe(report), indent=2))
     return 0
 

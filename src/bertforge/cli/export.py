@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertforge.cli.command import Command, option
+from bertforge.fileio import OVERWRITE_HELP
 
 
 @dataclass
@@ -14,6 +15,7 @@ class ExportOnnxOptions:
     out: Path | None = option(None, help="ONNX file to write (default MODEL/model.onnx)")
     opset: int = option(17, help="ONNX opset version")
     check: bool = option(True, help="run the graph in onnxruntime and compare with PyTorch")
+    overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
 def run_onnx(options: ExportOnnxOptions) -> int:
@@ -31,7 +33,8 @@ def run_onnx(options: ExportOnnxOptions) -> int:
         raise BertforgeError("ONNX export needs the onnx package: pip install 'bertforge[onnx]'") from None
     if options.check:
         require_onnxruntime()
-    report = export_onnx(options.model, options.out, opset=options.opset, check=options.check)
+    report = export_onnx(options.model, options.out, opset=options.opset, check=options.check,
+                         overwrite=options.overwrite)
     summary = {"out": str(report.path), "kind": report.kind, "outputs": report.outputs, "bytes": report.bytes,
                "dynamic_axes": ["batch", "sequence"]}
     if options.check:

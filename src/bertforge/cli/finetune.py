@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bertforge.cli.command import Command, option
+from bertforge.fileio import OVERWRITE_HELP
 from bertforge.tasks.finetune import FinetuneRun
 from bertforge.tasks.registry import task_names
 
@@ -62,20 +63,24 @@ class EvaluateOptions:
     batch_size: int = option(64, help="examples per forward pass")
     device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
     settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
+    overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
 def run_evaluate(options: EvaluateOptions) -> int:
     from bertforge.errors import BertforgeError
-    from bertforge.fileio import atomic_write_json
+    from bertforge.fileio import atomic_write_json, prepare_output
     from bertforge.tasks.finetune import evaluate_file, print_json, write_predictions
 
     _show_warnings()
     if options.model is None or options.data is None:
         raise BertforgeError("evaluate needs --model DIR and --data FILE")
+    out = options.out or options.model / f"eval-{options.data.stem}.json"
+    for path in (out, options.predictions):
+        if path is not None:
+            prepare_output(path, kind="file", overwrite=options.overwrite)
     metrics, predictions = evaluate_file(model_dir=options.model, task_name=options.task, data_path=options.data,
                                          settings=options.settings, batch_size=options.batch_size,
                                          device=options.device)
-    out = options.out or options.model / f"eval-{options.data.stem}.json"
     atomic_write_json(out, metrics)
     if options.predictions is not None:
         write_predictions(options.predictions, predictions)
@@ -100,17 +105,21 @@ class PredictOptions:
     backend: Literal["torch", "onnx"] = option("torch", help="torch, or onnx: onnxruntime on MODEL/model.onnx "
                                                              "(bertforge export onnx / quantize)")
     onnx_file: Path | None = option(None, help="with --backend onnx: the ONNX graph (default MODEL/model.onnx)")
+    overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
 def run_predict(options: PredictOptions) -> int:
     import json
 
     from bertforge.errors import BertforgeError
+    from bertforge.fileio import prepare_output
     from bertforge.tasks.finetune import predict, write_predictions
 
     _show_warnings()
     if options.model is None:
         raise BertforgeError("predict needs --model DIR")
+    if options.out is not None:
+        prepare_output(options.out, kind="file", overwrite=options.overwrite)
     # The onnx backend (bertforge.tasks.onnx_backend) runs the same task predict code.
     records = predict(model_dir=options.model, task_name=options.task, settings=options.settings,
                       texts=options.texts, input_path=options.input, context=options.context,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bertforge.cli.command import Command, option
 from bertforge.errors import BertforgeError
+from bertforge.fileio import OVERWRITE_HELP
 from bertforge.tokenizer.train import VocabConfig
 
 
@@ -24,6 +25,7 @@ class TokenizerTrainOptions(VocabConfig):
     out: Path | None = option(None, help="directory for vocab.txt and tokenizer_config.json")
     cased: bool | None = option(None, help="same as --no-lowercase (--no-cased is --lowercase)")
     quiet: bool = option(False, help="no progress bars")
+    overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
 def run_train(options: TokenizerTrainOptions) -> int:
@@ -42,7 +44,7 @@ def run_train(options: TokenizerTrainOptions) -> int:
         config = dataclasses.replace(config, lowercase=not options.cased)
     started = time.perf_counter()
     # The trainer's bars print bare newlines to stdout when it is not a terminal.
-    tokenizer = train_vocab(options.files, options.out, config,
+    tokenizer = train_vocab(options.files, options.out, config, overwrite=options.overwrite,
                             show_progress=not options.quiet and sys.stdout.isatty() and sys.stderr.isatty())
     seconds = time.perf_counter() - started
     megabytes = sum(path.stat().st_size for path in options.files) / 1e6

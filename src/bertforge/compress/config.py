@@ -9,6 +9,7 @@ from typing import Any
 
 from bertforge.config import PRESETS
 from bertforge.errors import BertforgeError
+from bertforge.fileio import OVERWRITE_HELP
 from bertforge.train.config import TrainConfig
 
 
@@ -60,6 +61,7 @@ class DistillConfig:
     """Tokens per example (default: the teacher's fine-tuning setting)."""
     trainer: DistillTrainConfig = field(default_factory=DistillTrainConfig)
     """Trainer settings (trainer.*): eval_every evaluates on dev every N steps (0: at the end)."""
+    overwrite: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def __post_init__(self) -> None:
         if self.task != "classify":

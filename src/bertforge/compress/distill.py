@@ -43,7 +43,7 @@ from torch import nn
 from bertforge.compress.config import DistillConfig, DistillTrainConfig
 from bertforge.config import BertConfig, to_plain
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_write_json
+from bertforge.fileio import atomic_write_json, prepare_run_directory, start_run
 
 DISTILLATION_KEY = "distillation"
 """config.json key recording how a student was distilled."""
@@ -174,6 +174,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     from bertforge.train import Trainer
     from bertforge.train.hooks import KeepBest
 
+    out = prepare_run_directory(config.out, overwrite=config.overwrite, resume=config.trainer.resume,
+                                resume_hint="trainer.resume=true", inputs=[config.teacher, config.student_init])
     task, teacher, tokenizer, settings = load_teacher(config)
     torch.manual_seed(config.trainer.seed)
     model = build_student(config, teacher.config, task.model_class)
@@ -193,10 +195,8 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         return {f"dev_{name}": float(value) for name, value in result.metrics.items()
                 if isinstance(value, (int, float))}
 
-    out = Path(config.out)
+    start_run(out, resume=config.trainer.resume)  # a new run starts without the old one's metrics
     out.mkdir(parents=True, exist_ok=True)
-    if not config.trainer.resume:
-        (out / "metrics.jsonl").unlink(missing_ok=True)  # a new run, not a continuation
     keep = KeepBest(out / "final", f"dev_{task.primary(model.config)}", patience=config.patience)
     objective = DistillationObjective(config, teacher if config.use_teacher else None, model.config)
     trainer = Trainer(model, config.trainer, out, batches, objective, evaluate=evaluate, tokenizer=tokenizer,

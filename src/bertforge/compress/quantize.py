@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_write_text, replace_directory
+from bertforge.fileio import MODEL_FILES, atomic_write_text, prepare_output, replace_directory
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
 QUANTIZATION_KEY = "quantization"
@@ -44,17 +44,20 @@ class QuantizeReport:
     quantized_nodes: int
 
 
-def quantize_model(model_dir: str | Path, out_dir: str | Path, *, per_channel: bool = False) -> QuantizeReport:
-    """Write the int8 model directory `out_dir` (atomically: complete or absent)."""
+def quantize_model(model_dir: str | Path, out_dir: str | Path, *, per_channel: bool = False,
+                   overwrite: bool = False) -> QuantizeReport:
+    """Write the int8 model directory `out_dir` (atomically: complete or absent). An existing
+    model there is replaced only with `overwrite`; `out_dir` is never `model_dir` nor holds it."""
     from bertforge.export.onnx import export_onnx
     from bertforge.tasks.onnx_backend import DEFAULT_FILE, require_onnxruntime
 
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    # The fp32 weights would be lost: the whole output directory is replaced.
+    prepare_output(out_dir, kind="directory", finished=(*MODEL_FILES, "vocab.txt"), what="model",
+                   overwrite=overwrite, inputs=[model_dir], whole=True)
     require_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.resolve() == model_dir.resolve():
-        raise BertforgeError("--out must differ from --model (the fp32 weights would be lost)", path=out_dir)
     if not (model_dir / "config.json").exists():
         raise BertforgeError("no config.json: not a model directory", path=model_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

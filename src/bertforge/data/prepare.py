@@ -41,7 +41,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_write_json
+from bertforge.fileio import OVERWRITE_HELP, atomic_write_json, prepare_output
 from bertforge.progress import progress_bar
 from bertforge.version import __version__
 from bertforge.data.documents import Chunk, InputFile, Layout, TextStats, iter_chunks, parse_piece, resolve_inputs
@@ -97,8 +97,7 @@ class PrepareSettings:
     """Text per work unit and shard, in MB (also the pool of random-next documents)."""
     strict: bool = False
     """Invalid UTF-8 is an error instead of being replaced and counted."""
-    overwrite: bool = False
-    """Replace an output directory prepared with other settings or inputs."""
+    overwrite: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def __post_init__(self) -> None:
         if self.mode not in ("nsp", "sop", "mlm"):
@@ -447,8 +446,6 @@ def _finished_shard(out: Path, chunk: Chunk, digest: str, expected_hash: str) ->
 
 
 def _prepare_directory(out: Path, manifest: dict[str, Any] | None, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise BertforgeError("output exists and is not a directory", path=out)
     if out.exists():
         foreign = [entry.name for entry in out.iterdir()
                    if entry.name not in _OUR_ENTRIES and not entry.name.startswith(".")]
@@ -484,6 +481,9 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     """
     log = log or _default_log
     started = time.perf_counter()
+    # Data prepared with the same settings and inputs is kept as it is (a re-run does nothing),
+    # so only the place itself is checked here; other data there is refused below.
+    out = prepare_output(config.out, kind="directory", overwrite=config.overwrite)
     files = resolve_inputs(config.inputs, config.layout)
     if all(file.size == 0 for file in files):
         raise BertforgeError("the corpus is empty: every input file is empty",
@@ -491,7 +491,6 @@ def prepare_corpus(config: PrepareConfig, *, progress: bool = True, bar: bool | 
     tokenizer = load_tokenizer(config.vocab, config.lowercase)
     if config.whole_word_mask == "jieba":
         _load_jieba()  # fail here, before any worker starts, when jieba is missing
-    out = Path(config.out)
     expected_hash = settings_hash(config, tokenizer)
     inputs = [{"path": str(file.path), "bytes": file.size} for file in files]
     existing = read_manifest(out / MANIFEST)

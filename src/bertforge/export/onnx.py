@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from bertforge.config import BertConfig
-from bertforge.errors import BertforgeError
-from bertforge.fileio import commit_file, temporary_path_for
+from bertforge.fileio import commit_file, prepare_output, temporary_path_for
 from bertforge.tasks.loading import LoadedModel, load_model
 from bertforge.tasks.onnx_backend import (DEFAULT_FILE, HIDDEN_OUTPUT, INPUT_NAMES, METADATA_KEY,
                                           require_onnxruntime)
@@ -77,14 +76,14 @@ def example_batch(config: BertConfig, batch: int = 2, length: int = 11) -> dict[
 
 
 def export_onnx(model_dir: str | Path, out_file: str | Path | None = None, *, opset: int = OPSET,
-                check: bool = True) -> ExportReport:
-    """Export `model_dir` to `out_file` (default MODEL_DIR/model.onnx), written atomically."""
+                check: bool = True, overwrite: bool = False) -> ExportReport:
+    """Export `model_dir` to `out_file` (default MODEL_DIR/model.onnx), written atomically; an
+    existing file there is replaced only with `overwrite`."""
     import torch.onnx
 
     model_dir = Path(model_dir)
     out_file = Path(out_file) if out_file is not None else model_dir / DEFAULT_FILE
-    if out_file.exists() and out_file.is_dir():
-        raise BertforgeError("the output is a directory; give a file name such as model.onnx", path=out_file)
+    prepare_output(out_file, kind="file", overwrite=overwrite)
     from bertforge.model.bert import set_fast_paths
 
     loaded = load_model(model_dir, device="cpu")

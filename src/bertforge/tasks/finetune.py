@@ -26,7 +26,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from bertforge.config import IGNORE_INDEX, BertConfig, to_plain
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_open, atomic_write_json
+from bertforge.fileio import OVERWRITE_HELP, atomic_open, atomic_write_json, prepare_run_directory, start_run
 from bertforge.tasks.loading import SETTINGS_KEY, fit_to_model, load_model, load_tokenizer
 from bertforge.tasks.registry import get_task
 from bertforge.tasks.settings import TaskSettings
@@ -129,6 +129,7 @@ class FinetuneRun:
     checked key by key against the task's settings dataclass (`Task.settings`) before anything is written."""
     trainer: TrainConfig = field(default_factory=TrainConfig)
     """Trainer settings (trainer.*)."""
+    overwrite: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def check(self) -> None:
         missing = [name for name in ("task", "train", "dev", "out") if getattr(self, name) is None]
@@ -195,7 +196,8 @@ def finetune(run: FinetuneRun, resolved_options: dict[str, Any] | None = None) -
     run.check()
     task = get_task(run.task)  # type: ignore[arg-type]
     settings = task.settings(run.settings)
-    out_dir = Path(run.out)
+    out_dir = prepare_run_directory(Path(str(run.out)), overwrite=run.overwrite, resume=run.trainer.resume,
+                                    resume_hint="trainer.resume=true", inputs=[run.model])
     torch.manual_seed(run.trainer.seed)
     tokenizer, base_config, init = _base_model(run)
     settings = fit_to_model(settings, base_config, run.settings)
@@ -209,6 +211,7 @@ def finetune(run: FinetuneRun, resolved_options: dict[str, Any] | None = None) -
     max_steps = run.max_steps or max(1, math.ceil(run.epochs * math.ceil(len(batches) / accumulation)))
     train_config = dataclasses.replace(run.trainer, max_steps=max_steps)
 
+    start_run(out_dir, resume=run.trainer.resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     if resolved_options is not None:
         import yaml

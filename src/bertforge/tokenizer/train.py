@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from bertforge.errors import BertforgeError
-from bertforge.tokenizer.bert import DEFAULT_MODEL_MAX_LENGTH, MAX_INPUT_CHARS_PER_WORD, VOCAB_FILE, BertTokenizer
+from bertforge.fileio import MODEL_FILES, prepare_output
+from bertforge.tokenizer.bert import (CONFIG_FILE, DEFAULT_MODEL_MAX_LENGTH, MAX_INPUT_CHARS_PER_WORD, VOCAB_FILE,
+                                     BertTokenizer)
 from bertforge.tokenizer.vocab import SPECIAL_TOKENS, UNK_TOKEN, write_vocab
 
 _CHUNK = 1 << 20
@@ -124,19 +126,23 @@ class VocabConfig:
 
 
 def train_vocab(files: Sequence[str | Path], out_dir: str | Path, config: VocabConfig | None = None, *,
-                show_progress: bool = False, **changes: Any) -> BertTokenizer:
+                show_progress: bool = False, overwrite: bool = False, **changes: Any) -> BertTokenizer:
     """Learn a WordPiece vocab from `files`; write `out_dir/vocab.txt` and
     `out_dir/tokenizer_config.json` (atomically) and return the tokenizer that reads them.
 
     `changes` are `VocabConfig` fields set on `config` (or on the defaults):
     `train_vocab(files, out, vocab_size=8000, lowercase=False)`. `show_progress` draws the
-    `tokenizers` trainer's progress bars on stderr.
+    `tokenizers` trainer's progress bars on stderr. An existing vocab in `out_dir` is replaced
+    only with `overwrite`, and never in a model directory (its weights fit the old vocab).
     """
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordPiece
     from tokenizers.trainers import WordPieceTrainer
 
     config = dataclasses.replace(config or VocabConfig(), **changes)
+    prepare_output(out_dir, kind="directory", finished=(VOCAB_FILE, CONFIG_FILE), what="vocab",
+                   overwrite=overwrite, never={name: "a model, whose weights a new vocab would not match"
+                                               for name in MODEL_FILES})
     vocab_size, lowercase, strip_accents = config.vocab_size, config.lowercase, config.strip_accents
     tokenize_chinese_chars = config.tokenize_chinese_chars
     corpus = scan_files(files)

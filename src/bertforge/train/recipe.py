@@ -30,7 +30,7 @@ from bertforge.data.builtin import FILL_MASK_SENTENCES
 from bertforge.data.masking import MaskingConfig
 from bertforge.data.prepare import PrepareSettings
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_write_text, replace_directory
+from bertforge.fileio import OVERWRITE_HELP, atomic_write_text, prepare_run_directory, replace_directory, start_run
 from bertforge.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class PretrainConfig:
         eval_every=0, eval_batches=16, save_every=500, time_limit_minutes=4.5))
     fill_mask: list[str] = field(default_factory=lambda: list(FILL_MASK_SENTENCES))
     """Sentences with [MASK] to complete with the trained model at the end."""
+    overwrite: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
 
     def __post_init__(self) -> None:
         # Everything that can be checked without reading files is checked here, so that a bad
@@ -210,10 +211,12 @@ def run_pretraining(config: PretrainConfig) -> dict[str, Any]:
     from bertforge.train.plot import CurvesHook
     from bertforge.train.trainer import Trainer
 
+    run_dir = prepare_run_directory(config.run_dir, overwrite=config.overwrite, resume=config.train.resume,
+                                    resume_hint="--resume", inputs=[config.model.init_from])
     check_inputs(config)
     context = distributed.setup(config.train.device)
-    run_dir = Path(config.run_dir)
     if context.is_main:
+        start_run(run_dir, resume=config.train.resume)
         _write_config(config, context, run_dir)
     data_dir = prepare_data(config, context)
     train_set = PretrainingDataset(data_dir, split="train")
