@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertforge.cli.command import Command, option
-from bertforge.fileio import OVERWRITE_HELP
 
 
 @dataclass
@@ -16,7 +15,8 @@ class PlotOptions:
                                   help="a run directory of pretrain, finetune or distill (it holds metrics.jsonl)")
     out: Path | None = option(None, help="the PNG to write (default: RUN_DIR/curves.png, the run's own "
                                          "figure, redrawn in place)")
-    overwrite: bool = option(False, help=OVERWRITE_HELP + " (for --out; RUN_DIR/curves.png is always redrawn)")
+    overwrite: bool = option(False, help="replace an existing --out file (refused without it; RUN_DIR/curves.png, "
+                                         "drawn from the run's own metrics, is always redrawn)")
 
 
 def run(options: PlotOptions) -> int:
