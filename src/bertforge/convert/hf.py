@@ -51,6 +51,9 @@ _ENCODER_MODULES: dict[str, str] = {
 # its own map as the class attribute `hf_key_map` (see bertforge.tasks.task), read here.
 _MLM_HEAD = {"mlm": "cls.predictions", "mlm.transform": "cls.predictions.transform.dense",
              "mlm.layer_norm": "cls.predictions.transform.LayerNorm"}
+_ENCODER_TENSORS = ("embeddings.", "encoder.")
+"""Hugging Face prefixes of the tensors every BERT model holds (the rest belong to heads)."""
+
 _HEAD_MODULES: dict[str, dict[str, str]] = {
     "BertModel": {},
     "BertForPreTraining": {**_MLM_HEAD, "nsp": "cls.seq_relationship"},
@@ -184,22 +187,20 @@ def from_hf_state_dict(model: torch.nn.Module, hf_state: dict[str, torch.Tensor]
     return {"missing": missing, "unexpected": unexpected}
 
 
-def _head_names() -> tuple[str, ...]:
-    """Hugging Face module paths of every known head (the model layer's, each registered task's,
-    the pooler): tensors a model legitimately leaves out of a checkpoint made for another head."""
-    from bertforge.tasks.registry import all_tasks
-
-    names = {"cls", "pooler"} | {hf for table in _HEAD_MODULES.values() for hf in table.values()}
-    for task in all_tasks():
-        names.update((getattr(task.model_class, "hf_key_map", None) or {}).values())
-    return tuple(sorted(names))
+def _is_head(name: str) -> bool:
+    if name.startswith("bert."):
+        return name[len("bert."):].startswith("pooler.")
+    return not name.startswith(_ENCODER_TENSORS)
 
 
 def _check_unexpected(unexpected: list[str], model: torch.nn.Module, source: str | Path) -> list[str]:
-    """The unexpected tensors that belong to another head (a warning for the caller); any other
-    tensor the model has no place for means the config disagrees with the weights (an error)."""
-    heads = tuple(name + "." for name in _head_names())
-    stray = [name for name in unexpected if not name.removeprefix("bert.").startswith(heads)]
+    """The unexpected tensors that belong to another head (a warning for the caller); an encoder
+    tensor the model has no place for means the config disagrees with the weights (an error).
+
+    A head is the pooler or any top-level module beside `bert.` (the pretraining heads, any
+    task's head), so this layer needs no list of the registered tasks; inside `bert.` (or a bare
+    encoder's embeddings and layers) every tensor must have its place."""
+    stray = [name for name in unexpected if not _is_head(name)]
     if not stray:
         return unexpected
     layers = [int(match.group(1)) for name in stray if (match := re.search(r"encoder\.layer\.(\d+)\.", name))]
