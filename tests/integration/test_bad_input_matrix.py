@@ -12,6 +12,7 @@ every case fails before any training, so the whole matrix takes seconds.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -109,7 +110,7 @@ def world(tmp_path_factory) -> Path:
     _write(root / "checkpointed-run" / "checkpoints" / "step-1" / "COMPLETE", "step 1\n")
     _write(root / "vocab-dir" / "vocab.txt", "".join(token + "\n" for token in TOKENS))
     _write(root / "vocab-dir" / "tokenizer_config.json", "{}\n")
-    for name in ("existing.onnx", "existing.json", "existing.jsonl", "existing.html"):
+    for name in ("existing.onnx", "existing.json", "existing.jsonl", "existing.html", "existing.png"):
         _write(root / name, f"an earlier result: {name}\n")
     prepare_corpus(PrepareConfig(inputs=[str(root / "corpus.txt")], vocab=str(root / "vocab.txt"),
                                  out=str(root / "prepared"), max_seq_length=32, eval_fraction=0.2, workers=1),
@@ -179,6 +180,10 @@ def pretrain(w: Path, out: str, prepared: str | None = None) -> list[str]:
             "train.max_steps=1", "train.progress=false", "train.tensorboard=false", "--fill-mask"]
 
 
+def plot(w: Path, out: str) -> list[str]:
+    return ["plot", str(w / "finished-run"), "--out", out]
+
+
 # command -> (builder, output kind, file name for a new output, an existing finished output)
 COMMANDS: dict[str, tuple[Callable[..., list[str]], str, str, str]] = {
     "finetune": (finetune, "directory", "new-run", "finished-run"),
@@ -193,6 +198,8 @@ COMMANDS: dict[str, tuple[Callable[..., list[str]], str, str, str]] = {
     "predict-out": (predict, "file", "new.jsonl", "existing.jsonl"),
     "attention-out": (attention, "file", "new.html", "existing.html"),
 }
+if importlib.util.find_spec("matplotlib") is not None:  # without it, plot's one error is that it needs it
+    COMMANDS["plot-out"] = (plot, "file", "new.png", "existing.png")
 
 
 def _output_cases() -> list[tuple[str, Callable[[Path], list[str]], str]]:
@@ -354,7 +361,8 @@ def test_hostile_input(world, capsys, build, expected):
         assert after == before, f"{argv} wrote {sorted(set(after) - set(before))}"
 
 
-@pytest.mark.parametrize("name", list(COMMANDS))
+# `plot` reads only metrics.jsonl (and checks first that its run directory is one).
+@pytest.mark.parametrize("name", [name for name in COMMANDS if name != "plot-out"])
 def test_the_output_is_checked_before_any_input_is_read(name, capsys):
     """With every input missing (the model, the data, the vocab) and an unwritable output, the
     error is the output's: the check comes before any model is loaded or any file is read."""
