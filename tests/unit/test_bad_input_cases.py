@@ -295,3 +295,12 @@ def test_blank_lines_of_an_input_file_are_skipped(models, tmp_path, capsys):
     inputs.write_text("good film\n\n   \nbad film\n")
     assert main(["predict", "--model", str(models["clf"]), "--input", str(inputs)]) == 0
     assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == ["good film", "bad film"]
+
+
+def test_predict_refuses_an_empty_text_in_an_input_file(models, tmp_path, capsys):
+    """An --input record whose text is empty is an error naming the file and line, as an empty
+    text on the command line is."""
+    inputs = tmp_path / "inputs.tsv"
+    inputs.write_text("text\tlabel\ngood film\tpos\n \tneg\n", encoding="utf-8")
+    message = one_error(["predict", "--model", models["clf"], "--input", inputs], capsys)
+    assert message == f"error: {inputs}:3: the text is empty: nothing to predict from"

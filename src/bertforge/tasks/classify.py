@@ -527,7 +527,13 @@ class ClassifyTask(Task):
         return records
 
     def read_inputs(self, path: str | Path, settings: ClassifySettings) -> list[TextExample]:
-        return read_classification(path, settings, labeled=False)
+        """The texts of a file to predict on; a record whose text is empty is an error (as an
+        empty text on the command line is: there is nothing to predict from)."""
+        inputs = read_classification(path, settings, labeled=False)
+        for example in inputs:
+            if not example.text.strip():
+                raise BertforgeError("the text is empty: nothing to predict from", path=path, line=example.line)
+        return inputs
 
     def inputs_from_texts(self, texts: list[str], settings: ClassifySettings, *, context: str | None = None,
                           text_pair: str | None = None) -> list[TextExample]:
