@@ -5,8 +5,8 @@ A hook has a `name` (its key in the checkpoint), `on_evaluate(trainer, metrics) 
 hook's state in `trainer_state.pt` and restores it on resume, so a resumed run goes on from
 the same best value and patience count as the run that died.
 
-`KeepBest` is the one hook bertforge ships: keep-best and early stopping, used by fine-tuning
-and distillation alike.
+`KeepBest` (here) is keep-best and early stopping, used by fine-tuning and distillation alike;
+`bertforge.train.plot.CurvesHook` redraws a run's curves.png after each evaluation.
 """
 
 from __future__ import annotations
