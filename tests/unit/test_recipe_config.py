@@ -187,3 +187,36 @@ def test_preparing_data_does_not_import_the_model(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "manifest.json").exists() and result.stdout.strip() == "[]"
+
+
+def test_held_out_masking_stays_at_bert_rate_whatever_the_training_rate(tmp_path):
+    """Training at 40% masks 40% of the tokens; the held-out batches mask 15% (eval_masked_lm_prob)."""
+    from bertforge.data import PretrainingDataset, prepare_corpus
+    from bertforge.train import distributed
+    from bertforge.train.recipe import _batches
+
+    words = ["alpha", "beta", "gamma", "delta", "river", "stone", "green", "house", "walk", "near"]
+    (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "."]
+                                                 + words))
+    lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(40)) + "." for i in range(200)]
+    (tmp_path / "corpus.txt").write_text("\n\n".join(lines) + "\n")
+    out = tmp_path / "data"
+    prepare_corpus(PrepareConfig(inputs=[str(tmp_path / "corpus.txt")], vocab=str(tmp_path / "vocab.txt"),
+                                 out=str(out), mode="mlm", max_seq_length=64, eval_fraction=0.2, workers=1),
+                   progress=False)
+    config = pretrain_config(f"data.prepared={out}", "data.masking.masked_lm_prob=0.4", "train.batch_size=16")
+    assert config.data.eval_masked_lm_prob == 0.15
+    batches, eval_batches = _batches(config, distributed.setup("cpu"), PretrainingDataset(out, split="train"),
+                                     PretrainingDataset(out, split="eval"))
+
+    def rate(loader) -> float:
+        predicted = real = 0
+        for batch in loader:
+            predicted += int((batch["labels"] != -100).sum())
+            real += int(batch["attention_mask"].sum()) - 2 * batch["attention_mask"].shape[0]
+        return predicted / real
+
+    assert rate(batches) == pytest.approx(0.4, abs=0.03)
+    assert rate(eval_batches) == pytest.approx(0.15, abs=0.03)
+    with pytest.raises(BertforgeError, match="eval_masked_lm_prob"):
+        pretrain_config("data.eval_masked_lm_prob=1.5")
