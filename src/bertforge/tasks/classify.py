@@ -4,8 +4,10 @@ Reader: GLUE-style TSV with a header (SST-2, RTE, and MRPC's original msr_paraph
 their byte-order mark and CRLF), CSV and JSONL with configurable columns (ChnSentiCorp,
 waimai_10k), and headerless `text<TAB>label` (THUCNews). TSV fields are split on tabs with no
 quoting, as GLUE's own reader does, so MRPC's quote characters stay part of the text.
-Settings (`ClassifySettings`): format, text_column, text_pair_column, label_column, problem_type,
-max_length.
+Settings (`ClassifySettings`): format, text_column, text_pair_column, label_column, label_names,
+problem_type, max_length. `label_names` names labels written as class ids (ChnSentiCorp's 0/1,
+THUCNews's 0-9 with its class.txt), so that the model's label map and its predictions say
+"positive" or "sports" rather than "1" or "7".
 
 Head: pooler -> dropout -> linear, as in the BERT paper and transformers'
 BertForSequenceClassification (whose checkpoint layout it shares). Loss: cross-entropy over the
@@ -62,8 +64,29 @@ class ClassifySettings(TaskSettings):
     when present. The string "none" forces single sentences."""
     label_column: str | None = None
     """The label column; None picks label, Quality, class, gold_label, score."""
+    label_names: list[str] | None = None
+    """Names for labels written as class ids 0..N-1 (ChnSentiCorp's 0/1; THUCNews's 0-9, named in
+    id order by its class.txt): id i is read as the i-th name (a label that is already a name stays),
+    and the model's classes are these names in this order, seen in training or not. A label that is
+    neither is an error naming its file and line. None: labels as written."""
     problem_type: Literal["auto", "single_label_classification", "regression"] = "auto"
     """`auto` means regression when every training label is a number with a decimal point."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.label_names is None:
+            return
+        names = [str(name).strip() for name in self.label_names]
+        if len(names) < 2:
+            raise BertforgeError(f"settings.label_names needs two or more names, got {names!r}")
+        if not all(names):
+            raise BertforgeError("settings.label_names holds an empty name")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise BertforgeError(f"settings.label_names repeats {', '.join(map(repr, repeated))}")
+        if self.problem_type == "regression":
+            raise BertforgeError("settings.label_names names classes; it cannot go with problem_type regression")
+        self.label_names = names
 
 
 # -- the head -------------------------------------------------------------------------------
@@ -197,8 +220,33 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], wha
 
 
 def read_classification(path: str | Path, settings: ClassifySettings, labeled: bool = True) -> list[TextExample]:
-    """Read a classification file. `labeled=False` reads the texts only (labels may be absent)."""
-    path = Path(path)
+    """Read a classification file. `labeled=False` reads the texts only (labels may be absent).
+    With `settings.label_names`, class ids become their names."""
+    examples = _read_examples(Path(path), settings, labeled)
+    if settings.label_names is not None:
+        name_labels(examples, settings.label_names, Path(path), strict=labeled)
+    return examples
+
+
+def name_labels(examples: list[TextExample], names: list[str], path: Path, strict: bool = True) -> None:
+    """Replace class ids 0..len(names)-1 by their names in place; a label that is already a name
+    stays. Any other label is an error (`strict`) or kept as written (texts read for prediction,
+    where the label is not used)."""
+    known = set(names)
+    for example in examples:
+        label = example.label
+        if label is None or label in known:
+            continue
+        index = int(label) if label.isascii() and label.isdigit() else -1
+        if 0 <= index < len(names):
+            example.label = names[index]
+        elif strict:
+            raise BertforgeError(f"label {label!r} is neither a class id 0..{len(names) - 1} nor one of "
+                                 f"settings.label_names ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
+                                 path=path, line=example.line)
+
+
+def _read_examples(path: Path, settings: ClassifySettings, labeled: bool) -> list[TextExample]:
     text = read_text(path)
     first_line = text.split("\n", 1)[0]
     kind = detect_format(path, settings, first_line)
@@ -425,6 +473,8 @@ class ClassifyTask(Task):
         return read_classification(path, settings, labeled=True)
 
     def label_names(self, examples: list[TextExample], settings: ClassifySettings) -> list[str] | None:
+        if settings.label_names is not None:
+            return list(settings.label_names)
         labels = [example.label for example in examples if example.label is not None]
         if self._regression(labels, settings):
             for example in examples:
