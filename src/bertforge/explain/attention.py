@@ -12,7 +12,13 @@ diffuse head stays visible (the single-head plot has a colour bar with the value
 page is self-contained (no external scripts): with maps embedded it shows them offline;
 served by `bertforge serve` at /attention it asks /v1/attention for any sentence.
 Matplotlib is used through its object API (Figure + the Agg canvas), never pyplot, so drawing
-changes no global state.
+changes no global state (the one exception: a font installed after matplotlib cached its font
+list is added to its in-memory list, see `installed_fonts`).
+
+Text with CJK characters (Chinese, Japanese, Korean, full-width punctuation) is drawn in a CJK
+font (`CJK_FONTS`, the first one installed; DejaVu Sans behind it for any glyph it lacks):
+matplotlib's default DejaVu Sans has no CJK glyphs and would draw empty boxes. With no CJK font
+installed, a PNG of such text is a one-line error saying how to install one.
 """
 
 from __future__ import annotations
@@ -22,15 +28,83 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from bertforge.errors import BertforgeError
 from bertforge.fileio import atomic_write_bytes, atomic_write_text
+from bertforge.tasks.reading import is_cjk
 
 MAX_TOKENS = 128
 """Default cap on the tokens of a map ([CLS] and [SEP] included)."""
+
+CJK_FONTS = (
+    "Noto Sans CJK SC", "Source Han Sans SC", "Source Han Sans CN", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+    "Noto Sans CJK TC", "Noto Sans CJK HK", "Noto Sans CJK JP", "Noto Sans CJK KR", "Source Han Sans",
+    "Noto Serif CJK SC", "Source Han Serif SC", "Noto Serif CJK JP", "AR PL UMing CN", "AR PL UKai CN",
+    "AR PL UMing TW", "Droid Sans Fallback", "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans GB",
+    "Heiti SC", "Arial Unicode MS",
+)
+"""Fonts with CJK glyphs, in order of preference: Simplified Chinese glyph forms first (the
+project's Chinese models), then the other CJK variants, which draw the same characters."""
+
+CJK_FONT_MISSING = ("the text has CJK characters but no CJK font is installed for matplotlib, so the PNG would "
+                    "show empty boxes: install one (Debian/Ubuntu: apt-get install fonts-noto-cjk, as "
+                    "scripts/install-test-browser.sh does) or write .html")
+
+_CJK_BLOCKS = ((0x2E80, 0x2FDF), (0x3000, 0x33FF), (0xAC00, 0xD7AF), (0xFE30, 0xFE4F), (0xFF00, 0xFFEF))
+"""Besides the ideographs (`is_cjk`): radicals, CJK punctuation, kana, bopomofo, Hangul, enclosed
+and compatibility forms, CJK compatibility punctuation, full-width forms; none is in DejaVu Sans."""
+
+
+def needs_cjk_font(text: str) -> bool:
+    """Whether `text` holds a character only a CJK font draws."""
+    return any(is_cjk(character) or any(low <= ord(character) <= high for low, high in _CJK_BLOCKS)
+               for character in text)
+
+
+def choose_cjk_font(available: Iterable[str]) -> str:
+    """The first of `CJK_FONTS` among the font family names `available`; a one-line error saying
+    how to install one when none is."""
+    names = set(available)
+    for name in CJK_FONTS:
+        if name in names:
+            return name
+    raise BertforgeError(CJK_FONT_MISSING)
+
+
+def installed_fonts() -> list[str]:
+    """The font family names matplotlib can draw with.
+
+    Matplotlib caches its font list (in its cache directory) the first time it runs, so a font
+    installed afterwards is not in it until the cache is rebuilt. When the list has no CJK font,
+    the system's font files are scanned and the ones missing from the list are added to it, in
+    memory, as a rebuilt cache would have them.
+    """
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    names = {entry.name for entry in manager.ttflist}
+    if names.isdisjoint(CJK_FONTS):
+        known = {entry.fname for entry in manager.ttflist}
+        for path in font_manager.findSystemFonts():
+            if path in known:
+                continue
+            try:
+                manager.addfont(path)
+            except Exception:  # noqa: BLE001 - a font file matplotlib cannot read is skipped, as its own scan does
+                continue
+        names = {entry.name for entry in manager.ttflist}
+    return sorted(names)
+
+
+def font_family(texts: Iterable[str]) -> list[str] | None:
+    """The font families to draw `texts` with: None (matplotlib's default) unless one holds CJK
+    characters, else the CJK font chosen, then DejaVu Sans for any glyph it lacks."""
+    if not any(needs_cjk_font(text) for text in texts):
+        return None
+    return [choose_cjk_font(installed_fonts()), "DejaVu Sans"]
 
 
 @dataclass
@@ -91,14 +165,16 @@ def render_png(maps: AttentionMaps, layer: int | None = None, head: int | None =
     _check_indices(maps, layer, head)
     tokens = maps.tokens
     count = len(tokens)
+    family = font_family([*tokens, maps.text, maps.text_pair or ""])
+    font = {} if family is None else {"fontfamily": family}
     if layer is not None and head is not None:
         side = min(max(4.0, 0.32 * count + 2.0), 30.0)
         figure = Figure(figsize=(side + 1.2, side), dpi=dpi)
         axes = figure.add_subplot(1, 1, 1)
         matrix = maps.weights[layer, head]
         image = axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-6))
-        axes.set_xticks(range(count), labels=tokens, rotation=90, fontsize=8)
-        axes.set_yticks(range(count), labels=tokens, fontsize=8)
+        axes.set_xticks(range(count), labels=tokens, rotation=90, fontsize=8, **font)
+        axes.set_yticks(range(count), labels=tokens, fontsize=8, **font)
         axes.set_xlabel("attended token (key)")
         axes.set_ylabel("attending token (query)")
         axes.set_title(f"layer {layer}, head {head}")
@@ -118,10 +194,10 @@ def render_png(maps: AttentionMaps, layer: int | None = None, head: int | None =
                 axes.set_xticks([])
                 axes.set_yticks([])
                 if labelled and column == 0:
-                    axes.set_yticks(range(count), labels=tokens, fontsize=5)
+                    axes.set_yticks(range(count), labels=tokens, fontsize=5, **font)
                 if labelled and row == len(layers) - 1:
-                    axes.set_xticks(range(count), labels=tokens, rotation=90, fontsize=5)
-        figure.suptitle(_title(maps), fontsize=9)
+                    axes.set_xticks(range(count), labels=tokens, rotation=90, fontsize=5, **font)
+        figure.suptitle(_title(maps), fontsize=9, **font)
     figure.tight_layout()
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
@@ -152,6 +228,8 @@ def write_attention(loaded: Any, text: str, out: str | Path, *, text_pair: str |
     suffix = out.suffix.lower()
     if suffix not in (".png", ".html", ".htm"):
         raise BertforgeError("the output must end in .png or .html", path=out)
+    if suffix == ".png":
+        font_family([text, text_pair or ""])  # no CJK font for CJK text: say so before running the model
     maps = attention_maps(loaded, text, text_pair, max_length)
     if suffix == ".png":
         atomic_write_bytes(out, render_png(maps, layer, head))
