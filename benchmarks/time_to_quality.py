@@ -18,10 +18,12 @@ For each budget B (minutes of training, `--budgets`, default 15 30 60):
   from a short timed probe on a throwaway copy and gives run_mlm's plain linear schedule that
   many steps. Its other settings are the bertforge recipe's (peak learning rate, batch size,
   warmup, betas, epsilon, weight decay, masking rate), the best known for this data and budget;
-  `--hf-learning-rate` and `--hf-mask-prob` change them. MLM+NSP where the data has sentence
-  pairs (`--hf-objective mlm`: MLM only, BertForMaskedLM). The model is written with
-  save_pretrained (safetensors) beside the run's vocab.txt, and bertforge fine-tunes it as any
-  Hugging Face BERT directory.
+  `--hf-learning-rate`, `--hf-warmup-steps` and `--hf-mask-prob` change them. MLM+NSP where the
+  data has sentence pairs (`--hf-objective mlm`: MLM only, BertForMaskedLM; packed MLM-only data
+  gets BertForMaskedLM whatever the option says). The model is written with save_pretrained
+  (safetensors) beside the run's vocab.txt, and bertforge fine-tunes it as any Hugging Face BERT
+  directory. Its minutes hold only training steps (no evaluation during the run), where
+  bertforge's trainer clock also counts its periodic evaluations and checkpoints.
 - **random init**: the same architecture (the bertforge run's config.json) from random weights
   (`bertforge finetune --init random`). Runs of the same architecture share one result.
 
@@ -505,7 +507,8 @@ def hf_train(model, batches, train, minutes: float, objective: str, precision: s
 
 
 def pretrain_transformers_child(bertforge_dir: str, out: str, minutes: float, objective: str, schedule: str,
-                                learning_rate: float | None, mask_prob: float | None) -> dict[str, Any]:
+                                learning_rate: float | None, mask_prob: float | None,
+                                warmup_steps: int | None = None) -> dict[str, Any]:
     """The transformers side, in its own process: the bertforge run's data and settings, the HF
     model and loop, save_pretrained into `out`/final with the run's vocab beside it."""
     import torch
@@ -521,6 +524,8 @@ def pretrain_transformers_child(bertforge_dir: str, out: str, minutes: float, ob
     train = TrainConfig(**recipe["train"])
     if learning_rate is not None:
         train = dataclasses.replace(train, learning_rate=learning_rate)
+    if warmup_steps is not None:
+        train = dataclasses.replace(train, warmup_steps=warmup_steps)
     masking = MaskingConfig(**(recipe["data"].get("masking") or {}))
     if mask_prob is not None:
         masking = dataclasses.replace(masking, masked_lm_prob=mask_prob)
@@ -541,7 +546,7 @@ def pretrain_transformers_child(bertforge_dir: str, out: str, minutes: float, ob
             shutil.copy2(run_dir / "final" / name, temporary / name)
     replace_directory(temporary, out_dir / "final")
     return {**figures, "objective": objective, "precision": precision, "attention": model.config._attn_implementation,
-            "learning_rate": train.learning_rate, "batch_size": train.batch_size,
+            "learning_rate": train.learning_rate, "warmup_steps": train.warmup(), "batch_size": train.batch_size,
             "masked_lm_prob": masking.masked_lm_prob, "padding": f"max_length {train_set.max_seq_length}"}
 
 
@@ -554,7 +559,7 @@ def pretrain_transformers(args: argparse.Namespace, minutes: float, ours: dict[s
     run_dir, out = args.work / f"bertforge-{name}", args.work / f"transformers-{name}"
     out.mkdir(parents=True, exist_ok=True)
     figures = in_child(pretrain_transformers_child, str(run_dir), str(out), minutes, args.hf_objective,
-                       args.hf_schedule, args.hf_learning_rate, args.hf_mask_prob)
+                       args.hf_schedule, args.hf_learning_rate, args.hf_mask_prob, args.hf_warmup_steps)
     heldout = in_child(heldout_mlm, out / "final", data_directory(run_dir), args.eval_batches)
     return {"kind": "pretrain", "side": "transformers", "budget": minutes, "model_key": f"transformers-{name}",
             "final": str(out / "final"), **figures, "heldout": heldout, "architecture": ours["architecture"],
@@ -614,7 +619,8 @@ def run_budget(args: argparse.Namespace, minutes: float, specs: list[FinetuneSpe
         models["bertforge"] = (ours["model_key"], Path(ours["final"]), False)
     if "transformers" in args.sides:
         hf_settings = {**pretrain_settings, "objective": args.hf_objective, "schedule": args.hf_schedule,
-                       "learning_rate": args.hf_learning_rate, "mask_prob": args.hf_mask_prob}
+                       "learning_rate": args.hf_learning_rate, "mask_prob": args.hf_mask_prob,
+                       "warmup_steps": args.hf_warmup_steps}
         theirs = run_unit(results / f"pretrain-transformers-{name}.json", hf_settings,
                           lambda: pretrain_transformers(args, minutes, ours))
         models["transformers"] = (theirs["model_key"], Path(theirs["final"]), False)
@@ -726,6 +732,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the steps a timed probe fits in the budget")
     parser.add_argument("--hf-learning-rate", type=float, default=None, help="default: the recipe's")
     parser.add_argument("--hf-mask-prob", type=float, default=None, help="default: the recipe's masking rate")
+    parser.add_argument("--hf-warmup-steps", type=int, default=None,
+                        help="default: the recipe's (a side that takes fewer steps may want fewer)")
     parser.add_argument("--eval-batches", type=int, default=50,
                         help="held-out batches of 64 for the common masked-LM evaluation")
     parser.add_argument("--render-only", action="store_true", help="only rebuild the table from the work directory")
