@@ -118,8 +118,8 @@ def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, cap
     report = json.loads(capsys.readouterr().out)
     assert report["quantized_matmuls"] >= 2 * 4  # query-key-value (fused), output and two feed-forward per layer
     assert report["int8_onnx_bytes"] < 0.5 * report["fp32_onnx_bytes"]
-    assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.onnx", "tokenizer_config.json",
-                                                           "vocab.txt"]
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.onnx", "model.safetensors",
+                                                           "tokenizer_config.json", "vocab.txt"]
     assert json.loads((out / "config.json").read_text())["quantization"]["weight_type"] == "QInt8"
     from bertforge.export.onnx import export_onnx
     export_onnx(directory)
@@ -132,10 +132,18 @@ def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, cap
     assert float((expected - got).abs().max()) < 0.05  # int8 rounding, not a different model
     assert main(["predict", "--model", str(out), "--backend", "onnx", "the film is good"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+    # The default backend (auto) runs the int8 graph of a quantized directory; torch runs the
+    # fp32 weights kept beside it, which transformers loads with the source's logits.
+    assert load_model(out, backend="auto").backend == "onnx"
     from bertforge.serve.engine import Engine
-    with pytest.raises(BertforgeError, match="--backend onnx"):
-        Engine(out)
-    assert Engine(out, backend="onnx").endpoints == ["classify", "embed"]
+    assert Engine(out).backend == "onnx" and Engine(out).endpoints == ["classify", "embed"]
+    assert Engine(out, backend="torch").endpoints == ["classify", "embed", "attention"]
+    import transformers
+    source, reference = load_model(directory), transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        ours = source.model(input_ids, torch.zeros_like(input_ids), full).logits
+        theirs = reference(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids), attention_mask=full).logits
+    assert float((ours - theirs).abs().max()) < 1e-4
     assert main(["quantize", "--model", str(directory), "--out", str(directory)]) == 2
     assert "must differ" in capsys.readouterr().err
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")), [])

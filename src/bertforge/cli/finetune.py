@@ -24,6 +24,8 @@ from bertforge.tasks.registry import task_names
 
 TASK_HELP = ", ".join(task_names())
 SETTINGS_HELP = "task settings (settings.*; each task's settings dataclass lists them)"
+BACKEND_HELP = ("torch; onnx: onnxruntime on MODEL/model.onnx (bertforge export onnx / quantize); auto: onnx for a "
+                "directory bertforge quantize wrote (its int8 graph), else torch")
 
 
 def _show_warnings() -> None:
@@ -63,6 +65,8 @@ class EvaluateOptions:
     batch_size: int = option(64, help="examples per forward pass")
     device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
     settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
+    backend: Literal["auto", "torch", "onnx"] = option("auto", help=BACKEND_HELP)
+    onnx_file: Path | None = option(None, help="with --backend onnx: the ONNX graph (default MODEL/model.onnx)")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
@@ -80,7 +84,8 @@ def run_evaluate(options: EvaluateOptions) -> int:
             prepare_output(path, kind="file", overwrite=options.overwrite)
     metrics, predictions = evaluate_file(model_dir=options.model, task_name=options.task, data_path=options.data,
                                          settings=options.settings, batch_size=options.batch_size,
-                                         device=options.device)
+                                         device=options.device, backend=options.backend,
+                                         onnx_file=options.onnx_file)
     atomic_write_json(out, metrics)
     if options.predictions is not None:
         write_predictions(options.predictions, predictions)
@@ -102,8 +107,7 @@ class PredictOptions:
     batch_size: int = option(64, help="examples per forward pass")
     device: str = option("auto", help="cpu, cuda, cuda:1 ... (auto: CUDA when available)")
     settings: dict[str, Any] = option(default_factory=dict, help=SETTINGS_HELP)
-    backend: Literal["torch", "onnx"] = option("torch", help="torch, or onnx: onnxruntime on MODEL/model.onnx "
-                                                             "(bertforge export onnx / quantize)")
+    backend: Literal["auto", "torch", "onnx"] = option("auto", help=BACKEND_HELP)
     onnx_file: Path | None = option(None, help="with --backend onnx: the ONNX graph (default MODEL/model.onnx)")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
 

@@ -10,9 +10,14 @@ Why onnxruntime rather than torch.ao: the int8 model must be saved and loaded ag
 torch.ao's packed int8 modules have no safetensors form (only pickles, which bertforge never
 loads); an ONNX file is plain data and runs with onnxruntime's int8 kernels.
 
-The output directory is a model directory (config.json, tokenizer files) whose weights are
-`model.onnx`; `bertforge predict --backend onnx` and `bertforge serve --backend onnx` use it
-(through `bertforge.tasks.onnx_backend`).
+The output directory is a model directory (config.json with a `quantization` record, tokenizer
+files) whose int8 weights are `model.onnx`; `bertforge predict`, `evaluate` and `serve` run that
+graph (their default backend, auto, picks onnx for such a directory; `bertforge.tasks.onnx_backend`).
+Beside it lie the fp32 weights it was quantized from (`model.safetensors`, copied from the
+source, or converted from its `pytorch_model.bin`), so that transformers' `BertFor*` classes,
+which cannot run an int8 ONNX graph, still load the directory: as the float model, with the
+source's outputs (and `--backend torch` runs those weights in bertforge). The price is disk:
+the directory holds both, so its size is not the int8 size (`QuantizeReport.int8_bytes` is).
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from typing import Any, Iterator
 
 from bertforge.errors import BertforgeError
 from bertforge.fileio import MODEL_FILES, atomic_write_text, prepare_output, replace_directory
+from bertforge.tasks.loading import QUANTIZATION_KEY
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
-QUANTIZATION_KEY = "quantization"
 
 
 @dataclass
@@ -74,6 +79,7 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, per_channel: b
         for name in TOKENIZER_FILES:
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, staging / name)
+        copy_fp32_weights(model_dir, staging)
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         nodes = _count_integer_nodes(quantized)
         config[QUANTIZATION_KEY] = {"method": "onnxruntime dynamic int8", "op_types": ["MatMul"],
@@ -87,6 +93,26 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, per_channel: b
         raise
     weights = model_dir / "model.safetensors"
     return QuantizeReport(out_dir, fp32_bytes, int8_bytes, weights.stat().st_size if weights.exists() else 0, nodes)
+
+
+def copy_fp32_weights(model_dir: Path, staging: Path) -> None:
+    """The source's fp32 weights into `staging` as safetensors (see the module docstring):
+    model.safetensors or a sharded set copied as they are, a pytorch_model.bin converted."""
+    index = model_dir / "model.safetensors.index.json"
+    if (model_dir / "model.safetensors").exists():
+        shutil.copy2(model_dir / "model.safetensors", staging / "model.safetensors")
+    elif index.exists():
+        shutil.copy2(index, staging / index.name)
+        for shard in sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())):
+            shutil.copy2(model_dir / shard, staging / shard)
+    else:
+        from safetensors.torch import save_file
+
+        from bertforge.convert.hf import read_state_dict
+
+        state, _ = read_state_dict(model_dir)  # weights_only=True for a pickle
+        save_file({name: tensor.detach().contiguous().clone() for name, tensor in state.items()},
+                  str(staging / "model.safetensors"), metadata={"format": "pt"})
 
 
 @contextlib.contextmanager

@@ -31,16 +31,16 @@ ENCODER_ENDPOINTS = ("fill-mask", "embed", "attention")
 class Engine:
     """The model of one directory, with one method per endpoint; see the module docstring."""
 
-    def __init__(self, directory: str | Path, *, backend: Backend = "torch", onnx_file: str | Path | None = None,
+    def __init__(self, directory: str | Path, *, backend: Backend = "auto", onnx_file: str | Path | None = None,
                  device: str = "cpu", threads: int | None = None, predict_batch_size: int = 64):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.directory = Path(directory)
-        self.backend = backend
         self.loaded: LoadedModel = load_model(self.directory, backend=backend, device=device, onnx_file=onnx_file,
                                               threads=threads)
+        self.backend = self.loaded.backend
         self.config = self.loaded.config
         self.tokenizer = self.loaded.tokenizer
         self.predict_batch_size = predict_batch_size
@@ -50,7 +50,7 @@ class Engine:
         if self.kind == "masked_lm":
             offered.append("fill-mask")
         offered.append("embed")
-        if backend == "torch":
+        if self.backend == "torch":
             offered.append("attention")
         self.endpoints: list[str] = offered
 

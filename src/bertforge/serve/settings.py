@@ -18,8 +18,8 @@ class ServeSettings:
     """Address to bind; loopback by default: exposing the server is a deliberate choice (`--host 0.0.0.0`)."""
     port: int = 8000
     """Port (0: any free port)."""
-    backend: Literal["torch", "onnx"] = "torch"
-    """PyTorch, or onnxruntime on MODEL/model.onnx."""
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    """PyTorch, or onnxruntime on MODEL/model.onnx; auto: onnx for a `bertforge quantize` directory, else torch."""
     onnx_file: str | None = None
     """The ONNX graph for --backend onnx (default MODEL/model.onnx)."""
     device: str = "cpu"

@@ -269,8 +269,12 @@ def write_predictions(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 def evaluate_file(*, model_dir: Path, task_name: str | None, data_path: Path,
                   settings: Mapping[str, Any] | TaskSettings | None = None, batch_size: int = 64,
-                  device: str = "auto") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    loaded = load_model(model_dir, device=device, task_name=task_name, settings=settings)
+                  device: str = "auto", backend: str = "auto",
+                  onnx_file: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and per-example predictions of a model directory on a labelled file (backend
+    auto: the int8 graph of a quantized directory, else PyTorch)."""
+    loaded = load_model(model_dir, backend=backend, device=device, task_name=task_name,  # type: ignore[arg-type]
+                        settings=settings, onnx_file=onnx_file)
     if loaded.task is None or loaded.settings is None:
         raise BertforgeError("cannot tell the task of this model (no fine-tuned head); pass --task", path=model_dir)
     examples = loaded.task.read(data_path, loaded.settings)
@@ -281,9 +285,10 @@ def evaluate_file(*, model_dir: Path, task_name: str | None, data_path: Path,
 
 def predict(*, model_dir: Path, task_name: str | None, settings: Mapping[str, Any] | TaskSettings | None = None,
             texts: list[str] | None = None, input_path: Path | None = None, context: str | None = None,
-            text_pair: str | None = None, batch_size: int = 64, device: str = "auto", backend: str = "torch",
+            text_pair: str | None = None, batch_size: int = 64, device: str = "auto", backend: str = "auto",
             onnx_file: Path | None = None) -> list[dict[str, Any]]:
-    """Predictions for `texts` or the inputs in `input_path`, on the torch or onnx backend. An
+    """Predictions for `texts` or the inputs in `input_path`, on the torch or onnx backend (auto:
+    onnx for a quantized directory, see `tasks.loading.resolve_backend`). An
     empty (or all-whitespace) text is an error: it has nothing to predict from."""
     for index, text in enumerate(texts or [], start=1):
         if not text.strip():

@@ -11,7 +11,11 @@ A directory in Hugging Face layout is one of:
 
 Every kind has an encoder (`encoder_of`, torch backend), so every kind can embed text and show
 attention. On the onnx backend the model is an `OnnxModel` over the directory's ONNX graph
-(`bertforge export onnx`), with the directory's config, tokenizer and task settings.
+(`bertforge export onnx`), with the directory's config, tokenizer and task settings. Backend
+`auto` (the CLI's default) is onnx for a directory `bertforge quantize` wrote (config.json
+carries its `quantization` record and model.onnx is there: the int8 graph is what the directory
+is for), else torch; the fp32 weights a quantized directory keeps beside its graph (for
+transformers) run with an explicit `torch`.
 
 The task settings a model was fine-tuned with are stored in its config.json under
 `finetuning`, so `evaluate`, `predict`, export and serve reuse them; settings given by the
@@ -37,13 +41,15 @@ if TYPE_CHECKING:
     from bertforge.tasks.settings import TaskSettings
     from bertforge.tasks.task import Task
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx"]
 SETTINGS_KEY = "finetuning"
 """config.json key holding {"task": name, "settings": {...}} of a fine-tuned model."""
 MASKED_LM_ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM")
 ENCODER_OUTPUTS: dict[str, tuple[str, ...]] = {"masked_lm": ("mlm_logits",), "encoder": ()}
 """The head outputs of the kinds that are not tasks (a task declares its own `onnx_outputs`)."""
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+QUANTIZATION_KEY = "quantization"
+"""config.json key of a directory `bertforge quantize` wrote (its int8 graph is model.onnx)."""
 
 
 def read_config(directory: str | Path) -> BertConfig:
@@ -157,7 +163,7 @@ class LoadedModel:
     task: "Task | None" = None
     settings: "TaskSettings | None" = None
     """The task settings the model was fine-tuned with, under the caller's (task kinds only)."""
-    backend: Backend = "torch"
+    backend: Literal["torch", "onnx"] = "torch"
 
     @property
     def encoder(self) -> "nn.Module":
@@ -176,17 +182,28 @@ def encoder_of(model: "nn.Module") -> "nn.Module":
     return model if isinstance(model, BertModel) else model.bert  # type: ignore[return-value]
 
 
+def resolve_backend(directory: Path, config: BertConfig, backend: Backend) -> Literal["torch", "onnx"]:
+    """`auto`: onnx for a quantized directory (its `quantization` record and model.onnx), else torch."""
+    if backend != "auto":
+        return backend
+    return "onnx" if QUANTIZATION_KEY in config.extra and (directory / "model.onnx").is_file() else "torch"
+
+
 def load_model(directory: str | Path, *, backend: Backend = "torch", device: str = "cpu",
                task_name: str | None = None, settings: "Mapping[str, Any] | TaskSettings | None" = None,
                onnx_file: str | Path | None = None, threads: int | None = None) -> LoadedModel:
     """Load whatever `directory` holds (see the module docstring) in eval mode.
 
     torch backend: on `device` ("auto": CUDA when available). onnx backend: onnxruntime on
-    `onnx_file` (default DIRECTORY/model.onnx) with `threads` intra-op threads. `task_name`
-    must agree with the model's task; `settings` are laid over the saved ones.
+    `onnx_file` (default DIRECTORY/model.onnx) with `threads` intra-op threads. auto: see the
+    module docstring (`LoadedModel.backend` says which ran). `task_name` must agree with the
+    model's task; `settings` are laid over the saved ones.
     """
     directory = Path(directory)
     config = read_config(directory)
+    if onnx_file is not None and backend == "auto":
+        backend = "onnx"  # a graph named explicitly is meant to run
+    backend = resolve_backend(directory, config, backend)
     model: Any
     if backend == "onnx":
         from bertforge.tasks.onnx_backend import OnnxModel, onnx_path
