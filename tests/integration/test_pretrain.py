@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from bertforge.train.checkpoint import latest_checkpoint
@@ -200,10 +201,36 @@ def test_every_shipped_recipe_parses():
 
     for recipe in sorted((REPO / "configs" / "pretrain").glob("*.yaml")):
         config = config_of("--config", str(recipe))
+        own_limit = (yaml.safe_load(recipe.read_text()).get("train") or {}).get("time_limit_minutes")
         if config.data.inputs or config.data.prepared:
-            # A recipe on its own data never inherits the built-in run's time limit.
-            assert config.train.time_limit_minutes is None, recipe.name
+            # A recipe on its own data never inherits the built-in run's time limit; it has
+            # one only when it says so (cpu-hour's 60 minutes).
+            assert config.train.time_limit_minutes == own_limit, recipe.name
     builtin = config_of("train.max_steps=7")
     assert builtin.train.max_steps == 7 and builtin.train.time_limit_minutes == 4.5
     own = config_of("data.prepared=somewhere", "train.max_steps=7")
     assert own.train.time_limit_minutes is None and own.model.changes.as_dict() == {}
+
+
+def test_the_main_job_is_mlm_only_on_the_builtin_corpus_and_loads_in_transformers(tmp_path):
+    """`bertforge pretrain` with no data arguments: the built-in corpus, a 4,000-token vocab, packed
+    MLM-only sequences; final/ is a BertForMaskedLM that transformers loads with equal logits."""
+    transformers = pytest.importorskip("transformers")
+    run_dir = tmp_path / "main"
+    result = bertforge("pretrain", "--run-dir", str(run_dir), "train.max_steps=4", "train.eval_batches=2", "--quiet")
+    assert "built-in corpus:" in result.stderr and "mode mlm" in result.stderr
+    assert "held-out MLM accuracy" in result.stdout and "held-out NSP" not in result.stdout
+    config = json.loads((run_dir / "final/config.json").read_text())
+    assert config["vocab_size"] == 4000 and config["num_hidden_layers"] == 2
+
+    from bertforge import BertTokenizer
+    from bertforge.model import BertForMaskedLM
+    ours = BertForMaskedLM.from_pretrained(run_dir / "final").eval()
+    theirs, info = transformers.BertForMaskedLM.from_pretrained(run_dir / "final", output_loading_info=True)
+    assert not any(info.values()), info
+    tokenizer = BertTokenizer.from_pretrained(run_dir / "final")
+    batch = tokenizer(["A dictionary maps each key to a [MASK]."], return_tensors="pt")
+    with torch.no_grad():
+        a = ours(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        b = theirs.eval()(**{k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")})
+    torch.testing.assert_close(a.mlm_logits, b.logits, atol=1e-5, rtol=0)

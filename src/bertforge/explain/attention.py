@@ -377,16 +377,22 @@ function show(data) {
   render();
 }
 
+// Only the newest request may change the page: an answer to an older one (the text the page
+// opened with, say) that arrives after it would otherwise overwrite the newer result or error.
+let latest = 0;
 async function ask(text) {
+  const request = ++latest;
   document.body.dataset.ready = "false";
   status.textContent = "";
   try {
     const response = await fetch(settings.api, {method: "POST", headers: {"Content-Type": "application/json"},
                                                 body: JSON.stringify({text: text})});
     const body = await response.json();
+    if (request !== latest) return;
     if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
     show(body);
   } catch (error) {
+    if (request !== latest) return;
     status.textContent = "error: " + error.message;
     document.body.dataset.ready = "error";
   }
