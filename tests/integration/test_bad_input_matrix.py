@@ -85,6 +85,7 @@ def world(tmp_path_factory) -> Path:
     _write(root / "duplicate-vocab-model" / "vocab.txt", "".join(token + "\n" for token in TOKENS[:-1] + ["the"]))
     _copy_model(root / "classify", root / "id2label-string-model", id2label="positive")
     _copy_model(root / "classify", root / "fewer-layers-model", num_hidden_layers=1)
+    _copy_model(root / "classify", root / "encoder-model", architectures=["BertModel"], finetuning=None)
     rows = ["the film is good\tpositive", "a dull film\tnegative", "very good\tpositive", "bad and dull\tnegative"]
     _write(root / "train.tsv", "sentence\tlabel\n" + "\n".join(rows * 4) + "\n")
     _write(root / "dev.tsv", "sentence\tlabel\n" + "\n".join(rows) + "\n")
@@ -184,12 +185,25 @@ def plot(w: Path, out: str) -> list[str]:
     return ["plot", str(w / "finished-run"), "--out", out]
 
 
+def prune(w: Path, out: str, **swap: str) -> list[str]:
+    args = {"--model": str(w / "classify"), "--task-data": str(w / "train.tsv"), "--out": out, **swap}
+    return ["prune", *[item for pair in args.items() for item in pair], "--keep-ffn", "0.5"]
+
+
+def compress(w: Path, out: str, **swap: str) -> list[str]:
+    args = {"--teacher": str(w / "classify"), "--train": str(w / "train.tsv"), "--dev": str(w / "dev.tsv"),
+            "--out": out, **swap}
+    return ["compress", *[item for pair in args.items() for item in pair], "trainer.max_steps=1", *QUIET]
+
+
 # command -> (builder, output kind, file name for a new output, an existing finished output)
 COMMANDS: dict[str, tuple[Callable[..., list[str]], str, str, str]] = {
     "finetune": (finetune, "directory", "new-run", "finished-run"),
     "distill": (distill, "directory", "new-run", "finished-run"),
     "pretrain": (pretrain, "directory", "new-run", "finished-run"),
     "quantize": (quantize, "directory", "new-model", "other-model"),
+    "prune": (prune, "directory", "new-model", "other-model"),
+    "compress": (compress, "directory", "new-run", "finished-run"),
     "tokenizer-train": (tokenizer, "directory", "new-vocab", "vocab-dir"),
     "data-prepare": (prepare, "directory", "new-data", "prepared"),
     "export-onnx": (export, "file", "new.onnx", "existing.onnx"),
@@ -284,6 +298,39 @@ def _input_cases() -> list[tuple[str, Callable[[Path], list[str]], str]]:
     ]
 
 
+def _compression_cases() -> list[tuple[str, Callable[[Path], list[str]], str]]:
+    """prune and compress (issue 17): sizes the model cannot take, missing or broken task data,
+    a model without the task head the scores and the teacher need."""
+    def pruned(w: Path, *extra: str, **swap: str) -> list[str]:
+        return [*prune(w, str(w / "new-model"), **swap), *extra]
+
+    def compressed(w: Path, *extra: str, **swap: str) -> list[str]:
+        return [*compress(w, str(w / "new-run"), **swap), *extra]
+
+    return [
+        ("prune/zero-neurons", lambda w: pruned(w)[:-2] + ["--intermediate-size", "0"], "at least 1"),
+        ("prune/keep-ffn-rounds-to-zero", lambda w: pruned(w, "--keep-ffn", "0.0001"), "keeps 0 of the 512"),
+        ("prune/more-layers-than-the-model", lambda w: pruned(w, "--layers", "3"), "has only 2"),
+        ("prune/no-layer-left", lambda w: pruned(w, "--layers", "0"), "at least 1"),
+        ("prune/keep-layer-out-of-range", lambda w: pruned(w, "--keep-layers", "0,2"), "out of range"),
+        ("prune/missing-task-data", lambda w: pruned(w, **{"--task-data": str(w / "missing.tsv")}), "missing.tsv"),
+        ("prune/task-data-is-a-directory", lambda w: pruned(w, **{"--task-data": str(w / "a-dir")}), "a-dir"),
+        ("prune/bad-task-data-row", lambda w: pruned(w, **{"--task-data": str(w / "bad-rows.tsv")}), "bad-rows.tsv:3"),
+        ("prune/no-task-head", lambda w: pruned(w, **{"--model": str(w / "encoder-model")}), "no task head"),
+        ("compress/teacher-without-a-task-head", lambda w: compressed(w, **{"--teacher": str(w / "encoder-model")}),
+         "no task head"),
+        ("distill/teacher-without-a-task-head", lambda w: distill(w, str(w / "new-run"),
+                                                                  **{"--teacher": str(w / "encoder-model")}),
+         "no task head"),
+        ("compress/missing-train", lambda w: compressed(w, **{"--train": str(w / "missing.tsv")}), "missing.tsv"),
+        ("compress/dev-is-a-directory", lambda w: compressed(w, **{"--dev": str(w / "a-dir")}), "a-dir"),
+        ("compress/bad-dev-row", lambda w: compressed(w, **{"--dev": str(w / "bad-rows.tsv")}), "bad-rows.tsv:3"),
+        ("compress/speedup-below-1", lambda w: compressed(w, "--speedup", "0.5"), "--speedup"),
+        ("compress/ner-teacher", lambda w: compressed(w, "--task", "ner", **{"--teacher": str(w / "ner")}),
+         "classify only"),
+    ]
+
+
 def _special_cases() -> list[tuple[str, Callable[[Path], list[str]], str]]:
     """Outputs that are refused even with --overwrite, and unfinished runs."""
     return [
@@ -310,6 +357,8 @@ def _model_cases() -> list[tuple[str, Callable[[Path], list[str]], str]]:
     readers = {"finetune": lambda w, m: finetune(w, str(w / "new-run"), **{"--model": m}),
                "distill": lambda w, m: distill(w, str(w / "new-run"), **{"--teacher": m}),
                "quantize": lambda w, m: quantize(w, str(w / "new-model"), model=m),
+               "prune": lambda w, m: prune(w, str(w / "new-model"), **{"--model": m}),
+               "compress": lambda w, m: compress(w, str(w / "new-run"), **{"--teacher": m}),
                "export-onnx": lambda w, m: export(w, str(w / "new.onnx"), model=m),
                "evaluate": lambda w, m: evaluate(w, str(w / "new.json"), model=m),
                "predict": lambda w, m: predict(w, str(w / "new.jsonl"), model=m),
@@ -333,7 +382,7 @@ def _model_cases() -> list[tuple[str, Callable[[Path], list[str]], str]]:
     ]
 
 
-CASES = _output_cases() + _input_cases() + _special_cases() + _model_cases()
+CASES = _output_cases() + _input_cases() + _compression_cases() + _special_cases() + _model_cases()
 UNFINISHED_OK = {build for name, build, _ in CASES if name == "data-prepare/binary-input"}
 
 
@@ -389,6 +438,9 @@ def test_overwrite_replaces_finished_outputs(world, tmp_path, capsys):
     shutil.copytree(world / "other-model", model)
     assert main(quantize(world, str(model)) + ["--overwrite"]) == 0
     assert (model / "model.onnx").exists() and (model / "model.safetensors").exists()  # int8 graph, fp32 beside
+    assert main(prune(world, str(model)) + ["--overwrite"]) == 0
+    assert not (model / "model.onnx").exists()
+    assert json.loads((model / "config.json").read_text())["intermediate_size"] == 256
 
     vocab = tmp_path / "vocab"
     shutil.copytree(world / "vocab-dir", vocab)

@@ -9,8 +9,10 @@ Loss per batch (Hinton et al. 2015; TinyBERT, Jiao et al. 2020, for the intermed
 
 The T^2 factor keeps the soft term's gradients the same size whatever the temperature. Layer
 l of an L_s-layer student (l = 0 is the embeddings) is matched to teacher layer
-g(l) = l * L_t / L_s (TinyBERT's uniform map); W is a trainable H_s -> H_t projection, dropped
-after training. Only real tokens count in the hidden and attention terms.
+g(l) = l * L_t / L_s (TinyBERT's uniform map), or, for a student pruned from the teacher
+(`bertforge prune`: its config.json records the teacher layers it kept), to the teacher layer
+it was kept from; W is a trainable H_s -> H_t projection, dropped after training. Only real
+tokens count in the hidden and attention terms.
 
 The training runs through `bertforge.train.Trainer` with `DistillationObjective`, so it has the
 trainer's resume, precision, gradient accumulation, clipping (`trainer.max_grad_norm`) and
@@ -26,8 +28,9 @@ data (TinyBERT also distills during pretraining and augments the data).
 `use_teacher=False` trains the same student on the same batches, steps and seed with the hard
 loss only: the baseline that shows what the teacher adds. The student shares the teacher's
 vocab (the intermediate terms need the same tokens); its weights start random, or from
-`student_init` (e.g. a pretrained mini). The result, OUT/final, is an ordinary fine-tuned
-model directory that `predict`, `evaluate`, `serve` and `export` take.
+`student_init` (e.g. a pretrained mini, or the teacher pruned by `bertforge prune`, whose
+`pruning` record the student keeps). The result, OUT/final, is an ordinary fine-tuned model
+directory that `predict`, `evaluate`, `serve` and `export` take.
 """
 
 from __future__ import annotations
@@ -81,9 +84,12 @@ class DistillationObjective:
     projections W (one per student layer and the embeddings) when hidden states are matched.
     """
 
-    def __init__(self, config: DistillConfig, teacher: nn.Module | None, student_config: BertConfig):
+    def __init__(self, config: DistillConfig, teacher: nn.Module | None, student_config: BertConfig,
+                 teacher_layers: list[int] | None = None):
         self.config = config
         self.teacher = teacher
+        # The teacher hidden-state index of each student one (0 = embeddings); None: the uniform map.
+        self.teacher_layers = teacher_layers
         self.hidden = teacher is not None and config.hidden_weight > 0
         self.attention = teacher is not None and config.attention_weight > 0
         self.trainable_module = None if not self.hidden else nn.ModuleList(
@@ -117,13 +123,13 @@ class DistillationObjective:
         real = batch["attention_mask"].float()  # (B, T)
         if self.hidden:
             assert self.trainable_module is not None
-            mapping = layer_map(len(output.hidden_states) - 1, len(target.hidden_states) - 1)
+            mapping = self.teacher_layers or layer_map(len(output.hidden_states) - 1, len(target.hidden_states) - 1)
             terms = [masked_mse(self.trainable_module[layer](output.hidden_states[layer]),
                                 target.hidden_states[mapping[layer]], real[..., None])
                      for layer in range(len(output.hidden_states))]
             losses["hidden"] = config.hidden_weight * torch.stack(terms).mean()
         if self.attention:
-            mapping = layer_map(len(output.attentions), len(target.attentions))
+            mapping = self.teacher_layers or layer_map(len(output.attentions), len(target.attentions))
             pair = real[:, None, :, None] * real[:, None, None, :]  # (B, 1, T, T): real query and key
             terms = []
             for layer, maps in enumerate(output.attentions, start=1):
@@ -154,11 +160,28 @@ def build_student(config: DistillConfig, teacher_config: BertConfig, model_class
     return model_class(BertConfig.from_preset(config.student_preset, **sizes, **label_fields))
 
 
+def pruned_layer_map(student_config: BertConfig, teacher_config: BertConfig) -> list[int] | None:
+    """[0, k_1 + 1, ..., k_L + 1] for a student pruned from a teacher of this depth, whose
+    `pruning` record says it kept teacher layers k_1 .. k_L; None for any other student."""
+    from bertforge.compress.prune import PRUNING_KEY
+
+    record = student_config.extra.get(PRUNING_KEY)
+    kept = record.get("kept_layers") if isinstance(record, dict) else None
+    if not isinstance(kept, list) or len(kept) != student_config.num_hidden_layers \
+            or record.get("source_layers") != teacher_config.num_hidden_layers:
+        return None
+    return [0] + [int(index) + 1 for index in kept]
+
+
 def load_teacher(config: DistillConfig) -> tuple[Any, nn.Module, Any, Any]:
     """(task, teacher in eval mode on the CPU, tokenizer, task settings) from `config.teacher`;
     the trainer moves the teacher to its device."""
-    from bertforge.tasks.loading import load_model
+    from bertforge.tasks.loading import ENCODER_OUTPUTS, kind_of, load_model, read_config
 
+    kind = kind_of(read_config(config.teacher))
+    if kind in ENCODER_OUTPUTS:  # with --task given, its head would be a fresh random one
+        raise BertforgeError(f"this {kind} model has no task head: the teacher must be a fine-tuned classifier",
+                             path=config.teacher)
     given = {} if config.max_length is None else {"max_length": config.max_length}
     loaded = load_model(config.teacher, task_name=config.task, device="cpu", settings=given)
     if loaded.task.primary(loaded.config) != "accuracy":  # a classifier's metric; regression's is pearson
@@ -181,6 +204,13 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     model = build_student(config, teacher.config, task.model_class)
     model.config.extra = {SETTINGS_KEY: {"task": task.name, "settings": to_plain(settings)},
                           DISTILLATION_KEY: config.record()}
+    if config.student_init is not None:  # a pruned student keeps the record of what it was cut from
+        from bertforge.compress.prune import PRUNING_KEY
+
+        pruning = BertConfig.from_json_file(Path(config.student_init) / "config.json").extra.get(PRUNING_KEY)
+        if pruning is not None:
+            model.config.extra[PRUNING_KEY] = pruning
+    teacher_layers = pruned_layer_map(model.config, teacher.config)
     train_examples = task.read(config.train, settings)
     dev_examples = task.read(config.dev, settings)
     task.check_labels(train_examples, model.config, config.train)
@@ -198,7 +228,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     start_run(out, resume=config.trainer.resume)  # a new run starts without the old one's metrics
     out.mkdir(parents=True, exist_ok=True)
     keep = KeepBest(out / "final", f"dev_{task.primary(model.config)}", patience=config.patience)
-    objective = DistillationObjective(config, teacher if config.use_teacher else None, model.config)
+    objective = DistillationObjective(config, teacher if config.use_teacher else None, model.config, teacher_layers)
     trainer = Trainer(model, config.trainer, out, batches, objective, evaluate=evaluate, tokenizer=tokenizer,
                       hooks=[keep], evaluate_at_start=False)
     if config.use_teacher:

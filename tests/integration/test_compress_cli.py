@@ -1,0 +1,129 @@
+"""`bertforge compress` end to end on real SST-2 rows: a tiny 4-layer teacher fine-tuned here is
+pruned, distilled (the student starting from the pruned teacher) and quantized at two candidate
+sizes; OUT/final is a directory `evaluate`, `predict` and `serve` use as it is, and transformers
+loads (the fp32 weights beside the int8 graph); OUT/report.json holds the measurements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertforge.cli.main import main
+
+pytest.importorskip("onnx", reason="compress quantizes through ONNX: pip install 'bertforge[onnx]'")
+pytest.importorskip("onnxruntime", reason="compress runs its int8 students on onnxruntime")
+transformers = pytest.importorskip("transformers")
+
+QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+
+
+def _head(source: Path, target: Path, rows: int) -> Path:
+    lines = source.read_text(encoding="utf-8").split("\n")
+    target.write_text("\n".join(lines[:rows + 1]) + "\n", encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="module")
+def sst2_teacher(tmp_path_factory, data_dir):
+    """A tiny classifier (4 layers, bert-base-uncased vocab) fine-tuned on 400 SST-2 rows."""
+    from bertforge.config import BertConfig
+    from bertforge.model import BertModel
+    from bertforge.tokenizer import BertTokenizer
+
+    for name in ("glue/sst2/train.tsv", "glue/sst2/dev.tsv", "vocab/bert-base-uncased-vocab.txt"):
+        if not (data_dir / name).exists():
+            pytest.skip(f"shared data file missing: {data_dir / name}")
+    work = tmp_path_factory.mktemp("compress")
+    train = _head(data_dir / "glue/sst2/train.tsv", work / "train.tsv", 400)
+    dev = _head(data_dir / "glue/sst2/dev.tsv", work / "dev.tsv", 160)
+    tokenizer = BertTokenizer(data_dir / "vocab/bert-base-uncased-vocab.txt", lowercase=True)
+    torch.manual_seed(0)
+    base = BertModel(BertConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size, num_hidden_layers=4,
+                                            max_position_embeddings=128))
+    base.save_pretrained(work / "base", tokenizer=tokenizer)
+    status = main(["finetune", "--task", "classify", "--model", str(work / "base"), "--train", str(train),
+                   "--dev", str(dev), "--out", str(work / "teacher"), "--max-steps", "40", "settings.max_length=64",
+                   "trainer.batch_size=32", "trainer.learning_rate=2e-3", "trainer.keep_last=1", *QUIET])
+    assert status == 0
+    return work, work / "teacher" / "final", train, dev
+
+
+@pytest.fixture(scope="module")
+def compressed(sst2_teacher):
+    work, teacher, train, dev = sst2_teacher
+    out = work / "compressed"
+    status = main(["compress", "--teacher", str(teacher), "--task", "classify", "--train", str(train),
+                   "--dev", str(dev), "--out", str(out), "--speedup", "2", "--candidates", "2", "--accuracy-budget", "100",
+                   "--score-batches", "4", "--timing-sentences", "128", "--timing-rounds", "1",
+                   "trainer.max_steps=20", "trainer.batch_size=32", "trainer.eval_every=10", *QUIET])
+    assert status == 0
+    return out, teacher, dev
+
+
+def test_the_report_measures_teacher_int8_teacher_and_every_candidate(compressed):
+    out, teacher, _ = compressed
+    report = json.loads((out / "report.json").read_text())
+    candidates = report["candidates"]
+    assert len(candidates) == 2
+    sizes = [candidate["parameters"] for candidate in candidates]
+    assert sizes[0] > sizes[1] and report["teacher"]["parameters"] > sizes[0]  # decreasing sizes below the teacher
+    for record in [report["teacher"], report["teacher_int8"], *candidates]:
+        for key in ("parameters", "weights_bytes", "directory_bytes", "dev_accuracy", "sentences_per_s", "speedup"):
+            assert record[key] > 0 or key == "dev_accuracy", (key, record)
+        assert 0.0 <= record["dev_accuracy"] <= 1.0
+    # int8 matrices; the embeddings (most of this tiny model with a 30,522-token vocab) stay fp32
+    assert report["teacher_int8"]["weights_bytes"] < report["teacher"]["weights_bytes"]
+    assert report["timing"]["sentences"] == 128 and report["int8_gain"] > 0
+    # With a budget of 100 points every candidate is within it: the smallest is chosen.
+    assert report["summary"]["chosen"] == candidates[-1]["name"] and report["summary"]["within_budget"]
+    assert report["student"]["name"] == candidates[-1]["name"]
+    for candidate in candidates:
+        root = out / "candidates" / candidate["name"]
+        distilled = json.loads((root / "run" / "final" / "config.json").read_text())
+        # The student started from the pruned teacher (not random weights) and says so.
+        assert distilled["distillation"]["student_init"] == str(root / "pruned")
+        assert distilled["pruning"]["kept_layers"] == candidate["kept_layers"]
+        assert distilled["num_hidden_layers"] == candidate["layers"] == len(candidate["kept_layers"])
+        assert distilled["intermediate_size"] == candidate["intermediate_size"]
+        for directory in (root / "pruned", root / "run" / "final", root / "int8"):
+            transformers.BertForSequenceClassification.from_pretrained(directory)  # loads
+
+
+def test_final_is_an_int8_directory_that_evaluate_predict_serve_and_transformers_use(compressed, tmp_path, capsys):
+    from bertforge.serve.engine import Engine
+    from bertforge.tasks.loading import load_model
+
+    out, _, dev = compressed
+    final = out / "final"
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(path.name for path in final.iterdir()) == ["config.json", "model.onnx", "model.safetensors",
+                                                             "tokenizer_config.json", "vocab.txt"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(final), "--data", str(dev), "--out", str(tmp_path / "eval.json")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] == pytest.approx(report["student"]["dev_accuracy"])  # the int8 graph, by default
+    assert main(["predict", "--model", str(final), "a gripping , funny film", "dull and long"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 2 and all(record["label"] in ("0", "1") for record in records)
+    engine = Engine(final)
+    assert engine.backend == "onnx" and engine.endpoints == ["classify", "embed"]
+    # transformers loads the fp32 student the int8 graph was quantized from, with bertforge's logits.
+    ours = load_model(final, backend="torch")
+    theirs = transformers.BertForSequenceClassification.from_pretrained(final).eval()
+    batch = ours.tokenizer(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
+    inputs = {name: batch[name] for name in ("input_ids", "token_type_ids", "attention_mask")}
+    with torch.no_grad():
+        assert float((ours.model(**inputs).logits - theirs(**inputs).logits).abs().max()) < 1e-4
+
+
+def test_a_finished_compress_is_not_replaced_without_overwrite(compressed, capsys):
+    out, teacher, dev = compressed
+    before = (out / "report.json").read_bytes()
+    capsys.readouterr()
+    status = main(["compress", "--teacher", str(teacher), "--train", str(dev), "--dev", str(dev), "--out", str(out)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "--overwrite" in errors[0], errors
+    assert (out / "report.json").read_bytes() == before
