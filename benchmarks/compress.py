@@ -19,6 +19,28 @@ that load from other processes hits every side alike. The CPU here is shared and
 
     python -m benchmarks.compress --work runs/bench-compress
     python -m benchmarks.compress --train-rows 4000 --teacher-steps 300 --distill-steps 600   # smaller
+
+`--chain` (issue 17): `bertforge compress` (prune -> distill from the pruned teacher -> int8)
+at several target speed-ups, and the table and plot of dev accuracy against sentences/s:
+1. teacher: all-MiniLM-L6-v2 fine-tuned with configs/finetune/sst2.yaml on 20,000 SST-2 rows
+   (`--train-rows`; the rows benchmarks.finetune draws, seed 0: the issue-5 recipe), unless
+   `--teacher DIR`;
+2. `bertforge.compress.chain.compress` at each `--speedups` target (candidates, budget and
+   distillation steps from the flags), distilling on the same rows, checked on SST-2 dev;
+3. distillation against no teacher (`--baseline-seeds`): the student chosen at `--baseline-at`
+   trained from the same pruned initialization, steps and seed with and without the teacher,
+   fp32 dev accuracy, mean over the seeds;
+4. one timing session over everything: the fp32 teacher (PyTorch), the int8 teacher alone and
+   every student (int8, onnxruntime), all 872 dev sentences in file order, batch 64, dynamic
+   padding, alternated batch by batch (`bertforge.compress.measure`, the harness of
+   benchmarks/inference_throughput.py); median of `--rounds` passes.
+Writes benchmarks/results/compress.md, .json and .png (accuracy against sentences/s).
+`--quick`: a tiny 4-layer teacher fine-tuned on 600 rows, few steps, results in the work
+directory only (a smoke run of a couple of minutes).
+
+    python -m benchmarks.compress --chain --work runs/bench-chain
+    python -m benchmarks.compress --chain --teacher runs/sst2/final --speedups 2,3,4
+    python -m benchmarks.compress --chain --quick --work /tmp/bench-chain-quick
 """
 
 from __future__ import annotations
@@ -96,10 +118,27 @@ def accuracy(task: Any, model: Any, tokenizer: Any, dev_examples: list, settings
     return float(task.evaluate(model, tokenizer, dev_examples, settings, 64).metrics["accuracy"])
 
 
+def add_chain_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("--chain: bertforge compress at several speed-ups (issue 17)")
+    group.add_argument("--chain", action="store_true", help="run the compress chain benchmark (see above)")
+    group.add_argument("--quick", action="store_true", help="--chain on a tiny teacher and a few hundred rows")
+    group.add_argument("--speedups", default="2,3,4", help="target speed-ups, comma-separated")
+    group.add_argument("--candidates", type=int, default=3, help="candidate students per target")
+    group.add_argument("--accuracy-budget", type=float, default=1.0, help="dev accuracy points a student may lose")
+    group.add_argument("--chain-steps", type=int, default=1250, help="distillation steps per candidate")
+    group.add_argument("--chain-learning-rate", type=float, default=1e-4)
+    group.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state matching weight")
+    group.add_argument("--baseline-seeds", default="0,1,2",
+                       help="seeds of the with/without-teacher comparison ('' to skip)")
+    group.add_argument("--baseline-at", type=float, default=3.0, help="the target whose student is compared")
+    group.add_argument("--results", type=Path, default=None,
+                       help="where compress.md/.json/.png go (default: benchmarks/results; --quick: the work dir)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-compress"))
-    parser.add_argument("--train-rows", type=int, default=8000)
+    parser.add_argument("--train-rows", type=int, default=None, help="default: 8000 (stages), 20000 (--chain)")
     parser.add_argument("--teacher-steps", type=int, default=600)
     parser.add_argument("--teacher", type=Path, default=None,
                         help="an SST-2 model directory to use as the teacher instead of stage 1, e.g. the one "
@@ -112,9 +151,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["onnx", "distill"],
                         help="onnx: the ONNX and int8 stage; distill: the distillation stage")
+    add_chain_options(parser)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
+    if args.chain or args.quick:
+        from benchmarks.compress_chain import run_chain
+
+        run_chain(args)
+        return
+    args.train_rows = args.train_rows or 8000
 
     from benchmarks.common import load_average, machine_description
     from bertforge.export.onnx import export_onnx
