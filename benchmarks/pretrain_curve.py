@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall time per side")
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="auto: bf16 where this CPU computes it natively, else fp32 (bertforge.train.precision)")
+                        help="auto: fp32 on a CPU (bertforge.train.precision says why)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--max-seq-length", type=int, default=128)

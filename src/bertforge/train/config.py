@@ -41,8 +41,9 @@ class TrainConfig:
     """Fraction of max_steps spent warming up, used when warmup_steps is None."""
     max_grad_norm: float | None = 1.0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """auto: bf16 autocast where the device computes bf16 natively, else fp32
-    (`bertforge.train.precision`); bf16 autocast on CPU or CUDA; fp16 with a GradScaler, CUDA only."""
+    """auto: bf16 autocast on CUDA with bf16 support, else fp32, on every CPU (bf16 measured
+    slower there even where native: `bertforge.train.precision`); bf16 autocast on CPU or CUDA;
+    fp16 with a GradScaler, CUDA only."""
     compile: bool = False
     seed: int = 0
     device: str = "auto"
