@@ -128,6 +128,9 @@ def add_chain_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chain-steps", type=int, default=1250, help="distillation steps per candidate")
     group.add_argument("--chain-learning-rate", type=float, default=1e-4)
     group.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state matching weight")
+    group.add_argument("--augment-rows", type=int, default=20000,
+                       help="SST-2 training sentences outside --train-rows that the teacher labels (compress --augment; "
+                            "0: none)")
     group.add_argument("--baseline-seeds", default="0,1,2",
                        help="seeds of the with/without-teacher comparison ('' to skip)")
     group.add_argument("--baseline-at", type=float, default=3.0, help="the target whose student is compared")

@@ -38,6 +38,21 @@ def sst2_rows(work: Path, rows: int) -> Path:
     return folder / "train.tsv"
 
 
+def unlabelled_sst2(work: Path, train: Path, rows: int) -> Path | None:
+    """The first `rows` SST-2 training sentences that are not in `train`, text only: what the
+    teacher labels for --augment (0 rows: None)."""
+    if rows <= 0:
+        return None
+    out = work / f"sst2-unlabelled-{rows}.txt"
+    if not out.exists():
+        taken = {line.split("\t")[0] for line in train.read_text(encoding="utf-8").split("\n")[1:] if line.strip()}
+        lines = (DATA / "glue/sst2/train.tsv").read_text(encoding="utf-8").split("\n")[1:]
+        free = [sentence for sentence in (line.split("\t")[0].strip() for line in lines if line.strip())
+                if sentence and sentence not in taken]
+        out.write_text("".join(sentence + "\n" for sentence in free[:rows]), encoding="utf-8")
+    return out
+
+
 def minilm_teacher(work: Path, train: Path, dev: Path) -> Path:
     """all-MiniLM-L6-v2 fine-tuned with configs/finetune/sst2.yaml on `train` (cached)."""
     from bertforge.config import load_config
@@ -89,7 +104,7 @@ def compress_at(args: argparse.Namespace, teacher: Path, train: Path, dev: Path,
     trainer = CompressTrainConfig(max_steps=steps, batch_size=32, learning_rate=args.chain_learning_rate,
                                   eval_every=max(steps // 5, 1), seed=args.seed, device="cpu", precision="fp32",
                                   **QUIET)
-    config = CompressConfig(teacher=teacher, train=train, dev=dev, out=out, speedup=speedup,
+    config = CompressConfig(teacher=teacher, train=train, dev=dev, out=out, speedup=speedup, augment=args.augment,
                             accuracy_budget=args.accuracy_budget, candidates=args.candidates,
                             hidden_weight=args.hidden_weight, temperature=args.temperature, alpha=args.alpha,
                             timing_rounds=2, timing_sentences=256 if args.quick else None, trainer=trainer,
@@ -119,7 +134,10 @@ def baseline(args: argparse.Namespace, report: dict[str, Any], teacher: Path, tr
                 trainer = CompressTrainConfig(max_steps=steps, batch_size=32, learning_rate=args.chain_learning_rate,
                                               eval_every=max(steps // 5, 1), seed=seed, device="cpu",
                                               precision="fp32", **QUIET)
-                distill(DistillConfig(teacher=teacher, train=train, dev=dev, out=out, student_init=pruned,
+                # With the teacher, the data compress distilled on (--augment included); without
+                # one, the labelled rows alone: nothing labels the extra text.
+                data = Path(report["augmented_train"]) if use_teacher and report.get("augmented_train") else train
+                distill(DistillConfig(teacher=teacher, train=data, dev=dev, out=out, student_init=pruned,
                                       use_teacher=use_teacher, temperature=args.temperature, alpha=args.alpha,
                                       hidden_weight=args.hidden_weight, trainer=trainer, overwrite=True))
             scores.append(json.loads((out / "results.json").read_text())["dev"]["accuracy"])
@@ -138,7 +156,8 @@ def points(reports: dict[float, dict[str, Any]]) -> list[dict[str, Any]]:
     first = next(iter(reports.values()))
     found = [{**first["teacher"], "name": "teacher (fp32)"}, {**first["teacher_int8"], "name": "teacher int8 alone"}]
     for speedup, report in reports.items():
-        found.append({**report["student"], "name": f"student x{speedup:g} ({report['student']['name']}, int8)",
+        kind = "int8" if report["student"]["backend"] == "onnx" else "fp32"
+        found.append({**report["student"], "name": f"student x{speedup:g} ({report['student']['name']}, {kind})",
                       "shape": report["student"]["name"], "target": speedup,
                       "within_budget": report["summary"]["within_budget"]})
     return found
@@ -204,6 +223,20 @@ def plot(found: list[dict[str, Any]], candidates: list[dict[str, Any]], path: Pa
     plt.close(figure)
 
 
+def _chain_notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
+    """What the chain decided: the distillation data, int8 or not, the speed calibration."""
+    report = next(iter(results["reports"].values()))
+    augment = f" plus {args.augment_rows:,} unlabelled SST-2 training sentences the teacher labels (--augment)" \
+        if args.augment else ""
+    int8 = ("int8 students (the int8 teacher measured faster and within the budget)" if report["students_int8"]
+            else f"fp32 students on PyTorch: quantize auto measured the int8 teacher at "
+                 f"{report['int8_measured_gain']}x the fp32 teacher's sentences/s, so int8 does not pay here")
+    calibration = report.get("calibration") or {}
+    return (f"Distillation data: the {args.train_rows or 20000:,} labelled rows{augment}. {int8}. Speed "
+            f"calibration: an untrained {calibration.get('shape')} ran {calibration.get('measured_speedup')}x "
+            f"against {calibration.get('estimated_speedup')}x estimated from multiply-adds.")
+
+
 def write_results(args: argparse.Namespace, results: dict[str, Any], found: list[dict[str, Any]],
                   candidates: list[dict[str, Any]]) -> None:
     folder = args.results or (args.work if args.quick else RESULTS)
@@ -216,7 +249,8 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], found: list
              f"Teacher: {results['teacher']}. Targets {args.speedups}, accuracy budget {args.accuracy_budget} "
              f"points, {args.chain_steps} distillation steps per candidate. Timing: "
              f"{results['timing_sentences']} dev sentences, batch 64, dynamic padding, all models alternated batch "
-             f"by batch, median of {args.rounds} passes.", "", table(found, teacher_accuracy), ""]
+             f"by batch, median of {args.rounds} passes.", "", _chain_notes(args, results), "",
+             table(found, teacher_accuracy), ""]
     if "baseline" in results:
         comparison = results["baseline"]
         lines += [f"Distillation against no teacher ({comparison['student']}, from the same pruned init, seeds "
@@ -241,6 +275,7 @@ def run_chain(args: argparse.Namespace) -> None:
         args.speedups = args.speedups if args.speedups != "2,3,4" else "2,3"
         args.baseline_seeds = "0,1" if args.baseline_seeds == "0,1,2" else args.baseline_seeds
     train = sst2_rows(args.work, args.train_rows or 20000)
+    args.augment = unlabelled_sst2(args.work, train, args.augment_rows if not args.quick else min(args.augment_rows, 200))
     teacher = args.teacher or (tiny_teacher if args.quick else minilm_teacher)(args.work, train, dev)
     results["teacher"] = str(teacher) if args.teacher else (
         f"tiny 4-layer, 200 steps on {args.train_rows} rows" if args.quick

@@ -56,7 +56,7 @@ def compressed(sst2_teacher):
     work, teacher, train, dev = sst2_teacher
     out = work / "compressed"
     status = main(["compress", "--teacher", str(teacher), "--task", "classify", "--train", str(train),
-                   "--dev", str(dev), "--out", str(out), "--speedup", "2", "--candidates", "2", "--accuracy-budget", "100",
+                   "--dev", str(dev), "--out", str(out), "--speedup", "2", "--candidates", "2", "--accuracy-budget", "100", "--quantize", "int8",
                    "--score-batches", "4", "--timing-sentences", "128", "--timing-rounds", "1",
                    "trainer.max_steps=20", "trainer.batch_size=32", "trainer.eval_every=10", *QUIET])
     assert status == 0
@@ -127,3 +127,36 @@ def test_a_finished_compress_is_not_replaced_without_overwrite(compressed, capsy
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert status == 2 and len(errors) == 1 and "--overwrite" in errors[0], errors
     assert (out / "report.json").read_bytes() == before
+
+
+def test_augment_and_quantize_auto(sst2_teacher, tmp_path, data_dir, capsys):
+    """--augment: the teacher labels the extra lines and the distillation reads them after the
+    training rows; --quantize auto: int8 students exactly when the int8 teacher measured faster
+    than the fp32 one and within the budget."""
+    from bertforge.tasks.finetune import predict
+
+    _, teacher, train, dev = sst2_teacher
+    rows = (data_dir / "glue/sst2/train.tsv").read_text(encoding="utf-8").split("\n")[401:521]
+    extra = tmp_path / "unlabelled.txt"
+    extra.write_text("".join(row.split("\t")[0] + "\n" for row in rows if row.strip()), encoding="utf-8")
+    missing = main(["compress", "--teacher", str(teacher), "--train", str(train), "--dev", str(dev),
+                    "--out", str(tmp_path / "bad"), "--augment", str(tmp_path / "nope.txt")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert missing == 2 and len(errors) == 1 and "nope.txt" in errors[0], errors
+    out = tmp_path / "auto"
+    status = main(["compress", "--teacher", str(teacher), "--train", str(train), "--dev", str(dev), "--out", str(out),
+                   "--speedup", "2", "--candidates", "1", "--accuracy-budget", "100", "--augment", str(extra),
+                   "--score-batches", "2", "--timing-sentences", "64", "--timing-rounds", "1",
+                   "trainer.max_steps=5", "trainer.batch_size=32", *QUIET])
+    assert status == 0
+    report = json.loads((out / "report.json").read_text())
+    augmented = [json.loads(line) for line in (out / "augmented-train.jsonl").read_text().splitlines()]
+    texts = [line.strip() for line in extra.read_text(encoding="utf-8").splitlines()]
+    assert len(augmented) == 400 + len(texts) and [row["text"] for row in augmented[400:]] == texts
+    labels = [record["label"] for record in predict(model_dir=teacher, task_name="classify", texts=texts,
+                                                    device="cpu", backend="torch")]
+    assert [row["label"] for row in augmented[400:]] == labels
+    assert report["options"]["augment"] == str(extra) and report["augmented_train"] == str(out / "augmented-train.jsonl")
+    pays = report["int8_measured_gain"] > 1.0 and report["teacher_int8"]["dev_accuracy"] >= 0.0
+    assert report["students_int8"] == pays and report["int8_gain"] == (report["int8_measured_gain"] if pays else 1.0)
+    assert report["student"]["backend"] == ("onnx" if pays else "torch")

@@ -10,9 +10,18 @@ The chain, for each candidate shape (layers, feed-forward width):
    student kept);
 3. quantize to int8 (`bertforge.compress.quantize`, onnxruntime dynamic int8: the one int8
    form that `bertforge evaluate`, `predict` and `serve` all run, and that saves and loads
-   without pickles), and score the int8 student on dev.
+   without pickles), and score the int8 student on dev. With --quantize auto (the default)
+   this happens only where int8 pays on this machine: the int8 teacher must run faster than
+   the fp32 one and stay within the accuracy budget. On a 2-core Xeon with AMX it ran at 0.8x
+   and lost 1.6 points on SST-2 (PyTorch's fp32 kernels use the AMX and AVX-512 units there),
+   so the students stay fp32.
 
-Candidate shapes come from the target speed-up. The int8 teacher is measured first against the
+With --augment FILE, the teacher labels each line of FILE and the distillation trains on
+--train plus those lines (OUT/augmented-train.jsonl): more of the teacher's knowledge reaches
+the student than the labelled rows carry (Tang et al. 2019; TinyBERT's augmentation).
+
+Candidate shapes come from the target speed-up (calibrated once against a timed untrained model
+of the first planned shape, `_calibrated`). The int8 teacher is measured first against the
 fp32 teacher (same harness, alternated), which gives the share of the target int8 alone
 delivers; the rest, target / int8 gain, must come from the smaller shape. A shape's speed-up is
 estimated from its multiply-adds per token at the dev set's mean length (per layer 4H^2 for the
@@ -37,6 +46,7 @@ weights kept beside its graph (see `bertforge.compress.quantize`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -50,12 +60,12 @@ from typing import Any, Callable
 from bertforge.compress.config import CompressConfig, PruneConfig
 from bertforge.config import BertConfig, to_plain
 from bertforge.errors import BertforgeError
-from bertforge.fileio import atomic_write_json, prepare_output, replace_directory
+from bertforge.fileio import atomic_write_json, atomic_write_text, prepare_output, replace_directory
 
 __all__ = ["Shape", "compress", "estimated_speedup", "plan_shapes"]
 
 Log = Callable[[str], None]
-OUTPUTS = ("final", "report.json", "candidates", "teacher-int8")
+OUTPUTS = ("final", "report.json", "candidates", "teacher-int8", "augmented-train.jsonl")
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,14 @@ class Context:
     dev: list[Any]
     batches: list[dict[str, Any]]
     log: Log
+    int8: bool = False
+    """Whether the students are quantized (--quantize, and for auto what the teacher measured)."""
+    int8_measured_gain: float | None = None
+    """The int8 teacher's sentences/s over the fp32 teacher's, measured before the candidates."""
+    calibration: dict[str, Any] | None = None
+    """How the multiply-add estimate compared with a timed untrained model (`_calibrated`)."""
+    distill_train: Path | None = None
+    """The distillation data: --train, plus the teacher-labelled --augment text when given."""
 
 
 def _accuracy(context: Context, model: Any) -> float:
@@ -195,14 +213,15 @@ def run_candidate(context: Context, shape: Shape) -> dict[str, Any]:
     pruned_accuracy = _describe(context, root / "pruned", "torch")["dev_accuracy"]
     context.log(f"candidate {shape.name}: dev accuracy {pruned_accuracy:.4f} after pruning; distill")
     summary = distill(DistillConfig(
-        teacher=config.teacher, train=config.train, dev=config.dev, out=root / "run", student_init=root / "pruned",
+        teacher=config.teacher, train=context.distill_train or config.train, dev=config.dev, out=root / "run",
+        student_init=root / "pruned",
         task=config.task, temperature=config.temperature, alpha=config.alpha, hidden_weight=config.hidden_weight,
         patience=config.patience, eval_batch_size=config.eval_batch_size, max_length=config.max_length,
         trainer=dataclasses.replace(config.trainer), overwrite=True))
     fp32 = root / "run" / "final"
-    if config.quantize:
+    if context.int8:
         _quantize(context, fp32, root / "int8")
-    model_dir, backend = (root / "int8", "onnx") if config.quantize else (fp32, "torch")
+    model_dir, backend = (root / "int8", "onnx") if context.int8 else (fp32, "torch")
     record = {"name": shape.name, **_describe(context, model_dir, backend),
               "estimated_speedup": round(shape.estimated_speedup, 3), "kept_layers": pruned["layers"]["kept"],
               "pruned_dev_accuracy": pruned_accuracy, "fp32_dev_accuracy": summary["dev"].get("accuracy"),
@@ -226,7 +245,7 @@ def _context(config: CompressConfig, out: Path, log: Log) -> Context:
     from bertforge.compress.measure import timing_batches
     from bertforge.compress.config import DistillConfig
 
-    for path in (config.train, config.dev):
+    for path in (config.train, config.dev, *([config.augment] if config.augment is not None else [])):
         if not Path(path).is_file():
             raise BertforgeError("is a directory; expected a data file" if Path(path).is_dir() else "no such file",
                                  path=path)
@@ -278,21 +297,15 @@ def compress(config: CompressConfig, log: Log | None = None) -> dict[str, Any]:
     teacher = _describe(context, config.teacher, "torch")
     log(f"teacher: dev accuracy {teacher['dev_accuracy']:.4f}, {teacher['parameters']:,} parameters")
     sides: dict[str, tuple[Path, str]] = {"teacher": (Path(config.teacher), "torch")}
-    gain = 1.0
-    teacher_int8 = None
-    if config.quantize:
-        _quantize(context, Path(config.teacher), out / "teacher-int8")
-        teacher_int8 = _describe(context, out / "teacher-int8", "onnx")
-        sides["teacher-int8"] = (out / "teacher-int8", "onnx")
-        first = _sides(context, sides)
-        gain = first["teacher-int8"]["sentences_per_s"] / first["teacher"]["sentences_per_s"]
-        log(f"int8 teacher: {gain:.2f}x the fp32 teacher's sentences/s, dev accuracy "
-            f"{teacher_int8['dev_accuracy']:.4f}")
-    lengths = [int(batch["attention_mask"].sum()) / int(batch["attention_mask"].shape[0]) for batch in context.batches]
-    shapes = plan_shapes(context.teacher_config, config.speedup / max(gain, 1e-6), config.candidates,
-                         config.candidate_step, sum(lengths) / len(lengths))
-    log("candidates: " + ", ".join(f"{shape.name} (~{shape.estimated_speedup:.2f}x)" for shape in shapes))
     floor = teacher["dev_accuracy"] - config.accuracy_budget / 100
+    gain, teacher_int8 = _int8_teacher(context, sides, floor)
+    if config.augment is not None:
+        context.distill_train = _augmented_train(context)
+    lengths = [int(batch["attention_mask"].sum()) / int(batch["attention_mask"].shape[0]) for batch in context.batches]
+    length = sum(lengths) / len(lengths)
+    goal = _calibrated(context, config.speedup / max(gain, 1e-6), length)
+    shapes = plan_shapes(context.teacher_config, goal, config.candidates, config.candidate_step, length)
+    log("candidates: " + ", ".join(f"{shape.name} (~{shape.estimated_speedup:.2f}x)" for shape in shapes))
     candidates = []
     for shape in shapes:
         candidates.append(run_candidate(context, shape))
@@ -300,6 +313,78 @@ def compress(config: CompressConfig, log: Log | None = None) -> dict[str, Any]:
             log(f"candidate {shape.name} is past the accuracy budget; smaller ones are not tried")
             break
     return _finish(context, teacher, teacher_int8, candidates, sides, gain, floor, started)
+
+
+def _calibrated(context: Context, target: float, length: float) -> float:
+    """The structural target in multiply-add terms. Fewer multiply-adds speed a model up less than
+    their ratio (embeddings, layer norms and per-call overheads stay), so an untrained model of
+    the first planned shape is timed against the teacher (speed depends on the shape, not on the
+    weights) and the target is raised by the estimate's excess over what was measured."""
+    from bertforge.compress.measure import forward_of, sentences_per_second
+    from bertforge.tasks.loading import load_model
+
+    config = context.config
+    shape = plan_shapes(context.teacher_config, target, 1, config.candidate_step, length)[0]
+    teacher = load_model(config.teacher, backend="torch", device="cpu").model
+    probe_config = dataclasses.replace(context.teacher_config, num_hidden_layers=shape.layers,
+                                       intermediate_size=shape.intermediate_size)
+    probe = type(teacher)(probe_config).eval()
+    speeds = sentences_per_second({"teacher": forward_of(teacher), "probe": forward_of(probe)}, context.batches, 1)
+    measured = speeds["probe"]["sentences_per_s"] / speeds["teacher"]["sentences_per_s"]
+    factor = max(shape.estimated_speedup / max(measured, 1e-6), 1.0)
+    context.calibration = {"shape": shape.name, "estimated_speedup": round(shape.estimated_speedup, 3),
+                           "measured_speedup": round(measured, 3), "factor": round(factor, 3)}
+    context.log(f"calibration: an untrained {shape.name} ran {measured:.2f}x the teacher's sentences/s against "
+                f"{shape.estimated_speedup:.2f}x estimated; planning for {target * factor:.2f}x fewer multiply-adds")
+    return target * factor
+
+
+def _int8_teacher(context: Context, sides: dict[str, tuple[Path, str]],
+                  floor: float) -> tuple[float, dict[str, Any] | None]:
+    """Quantize and time the teacher (unless --quantize off); decide whether the students are
+    int8 (context.int8). Returns (the speed-up int8 gives the students, the int8 teacher's record)."""
+    config, out = context.config, context.out
+    if config.quantize == "off":
+        return 1.0, None
+    _quantize(context, Path(config.teacher), out / "teacher-int8")
+    teacher_int8 = _describe(context, out / "teacher-int8", "onnx")
+    sides["teacher-int8"] = (out / "teacher-int8", "onnx")
+    first = _sides(context, sides)
+    gain = first["teacher-int8"]["sentences_per_s"] / first["teacher"]["sentences_per_s"]
+    context.log(f"int8 teacher: {gain:.2f}x the fp32 teacher's sentences/s, dev accuracy "
+                f"{teacher_int8['dev_accuracy']:.4f}")
+    context.int8_measured_gain = round(gain, 3)
+    pays = gain > 1.0 and teacher_int8["dev_accuracy"] >= floor
+    context.int8 = config.quantize == "int8" or pays
+    if not context.int8:
+        context.log("quantize auto: int8 does not pay on this machine (slower, or past the accuracy budget); "
+                    "the students stay fp32 on PyTorch")
+        return 1.0, teacher_int8
+    return gain, teacher_int8
+
+
+def _augmented_train(context: Context) -> Path:
+    """OUT/augmented-train.jsonl: the --train examples, then each line of --augment with the
+    teacher's predicted label (its argmax)."""
+    from bertforge.tasks.finetune import predict
+
+    config = context.config
+    path = Path(config.augment)  # type: ignore[arg-type]
+    texts = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if not texts:
+        raise BertforgeError("has no text lines to augment with", path=path)
+    train = context.task.read(config.train, context.settings)
+    if any(example.text_pair is not None for example in train):
+        raise BertforgeError("--augment takes single texts, but the training data are text pairs", path=config.train)
+    context.log(f"augment: the teacher labels {len(texts):,} lines of {path}")
+    labelled = predict(model_dir=Path(config.teacher), task_name=config.task, texts=texts, device="cpu",
+                       backend="torch", batch_size=config.eval_batch_size)
+    key = context.settings.text_column or "text"
+    rows = [{key: example.text, "label": example.label} for example in train]
+    rows += [{key: text, "label": record["label"]} for text, record in zip(texts, labelled)]
+    out = context.out / "augmented-train.jsonl"
+    atomic_write_text(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return out
 
 
 def _finish(context: Context, teacher: dict[str, Any], teacher_int8: dict[str, Any] | None,
@@ -336,7 +421,9 @@ def _finish(context: Context, teacher: dict[str, Any], teacher_int8: dict[str, A
                            f"the most accurate one, {drop} points below it")
         context.log("warning: " + summary["note"])
     report = {"summary": summary, "teacher": teacher, "teacher_int8": teacher_int8, "student": chosen,
-              "candidates": candidates, "int8_gain": round(gain, 3),
+              "candidates": candidates, "int8_gain": round(gain, 3), "students_int8": context.int8,
+              "int8_measured_gain": context.int8_measured_gain, "calibration": context.calibration,
+              "augmented_train": str(context.distill_train) if context.distill_train else None,
               "structural_target": round(config.speedup / max(gain, 1e-6), 3),
               "transformers": "every model directory written loads in transformers' BertFor* classes; an int8 "
                               "directory (model.onnx) loads there as the fp32 weights kept beside its graph",

@@ -202,8 +202,15 @@ class CompressConfig:
     """Hidden-state matching weight (student layer i against the teacher layer it was kept from; 0: off)."""
     patience: int = 0
     """Stop a distillation after this many dev evaluations without improvement (0: never)."""
-    quantize: bool = True
-    """Quantize each student to int8 (onnxruntime); --no-quantize keeps the fp32 students."""
+    quantize: Literal["auto", "int8", "off"] = "auto"
+    """int8 (onnxruntime dynamic) for every student; off: fp32 students on PyTorch; auto: int8
+    only where it pays on this machine, that is where the int8 teacher measured faster than the
+    fp32 teacher and stayed within the accuracy budget (on a Xeon with AMX, PyTorch's fp32 ran
+    MiniLM faster than onnxruntime's int8: issue 17)."""
+    augment: Path | None = None
+    """Unlabelled text, one example per line, that the teacher labels (its argmax) and the
+    distillation adds to --train: the "teacher labels more text" augmentation of Tang et al.
+    2019 and TinyBERT. Pruning scores still come from --train alone."""
     per_channel: bool = False
     """int8 with one scale per output channel instead of per tensor."""
     eval_batch_size: int = 128
@@ -237,3 +244,5 @@ class CompressConfig:
                                  "timing-sentences must be positive, patience >= 0")
         if self.trainer.resume:
             raise BertforgeError("compress does not resume (trainer.resume); run it again, with --overwrite")
+        if self.quantize not in ("auto", "int8", "off"):
+            raise BertforgeError(f"--quantize must be auto, int8 or off, got {self.quantize!r}")
