@@ -12,16 +12,18 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["speed", "fast_paths_curve", "data_prep", "pretrain_curve", "pretrain_sweep", "time_to_quality", "finetune", "serve_compress"]
+ORDER = ["speed", "fast_paths_curve", "data_prep", "pretrain_curve", "pretrain_sweep", "time_to_quality", "finetune",
+         "serve_compress", "compress"]
 
 HEADER = """# Benchmarks
 
 Every figure here was measured, never estimated, by the script named beside it, with bertforge
 and the transformers equivalent run side by side in the same run on the same data. Ratios
 are medians of alternated repetitions. The machine is the project's development machine unless
-a section says otherwise: an AMD EPYC with 2 cores and 24 GB, torch 2.13.0 CPU build. The CPU
-differs between sessions (some had avx512_bf16, the latest only AVX2, where bf16 is emulated and
-about 12 times slower than fp32), so each section names the flags it ran with. No GPU was lent to this task, so there are no GPU figures yet; the harness takes
+a section says otherwise: 2 cores and 24 GB, torch 2.13.0 CPU build. The CPU differs between
+sessions: an AMD EPYC with AVX2 only (bf16 emulated, about 12 times slower than fp32) in some, an
+Intel Xeon with AMX and avx512_bf16 in others (where bf16 autocast still trained slower than
+fp32: `bertforge.train.precision`), so each section names the CPU and flags it ran with. No GPU was lent to this task, so there are no GPU figures yet; the harness takes
 `--device cuda`.
 
 Caveat: the figures from the first working session (data preparation, fine-tuning, serving and
