@@ -70,10 +70,16 @@ def sentiment_model(tmp_path_factory, data_dir) -> Path:
     return root / "run" / "final"
 
 
-def test_predict_says_positive_and_negative_with_probabilities(sentiment_model):
+@pytest.fixture(scope="module")
+def cli_predictions(sentiment_model) -> list[dict]:
+    """`bertforge predict` on the two sentences, one JSON record each."""
     done = _bertforge("predict", "--model", str(sentiment_model), "--task", "classify", *SENTENCES)
     assert done.returncode == 0, done.stderr[-3000:]
-    predictions = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_predict_says_positive_and_negative_with_probabilities(cli_predictions):
+    predictions = cli_predictions
     assert [p["label"] for p in predictions] == EXPECTED, predictions
     for prediction, label in zip(predictions, EXPECTED):
         assert set(prediction["probabilities"]) == {"negative", "positive"}
@@ -81,11 +87,10 @@ def test_predict_says_positive_and_negative_with_probabilities(sentiment_model):
         assert prediction["probabilities"][label] > 0.75, prediction
 
 
-def test_serve_gives_the_same_answer_over_http(sentiment_model, tmp_path):
+def test_serve_gives_the_same_answer_over_http(sentiment_model, cli_predictions, tmp_path):
     pytest.importorskip("fastapi", reason="serving is an optional extra: pip install 'bertforge[serve]'")
     httpx = pytest.importorskip("httpx", reason="the server test talks to it with httpx")
-    done = _bertforge("predict", "--model", str(sentiment_model), "--task", "classify", *SENTENCES)
-    expected = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    expected = cli_predictions
     server = start_server(sentiment_model, tmp_path / "serve.log")
     try:
         wait_until_up(server)
