@@ -125,12 +125,13 @@ def add_chain_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--speedups", default="2,3,4", help="target speed-ups, comma-separated")
     group.add_argument("--candidates", type=int, default=3, help="candidate students per target")
     group.add_argument("--accuracy-budget", type=float, default=1.0, help="dev accuracy points a student may lose")
-    group.add_argument("--chain-steps", type=int, default=1250, help="distillation steps per candidate")
+    group.add_argument("--chain-steps", type=int, default=2500, help="distillation steps per candidate")
     group.add_argument("--chain-learning-rate", type=float, default=1e-4)
     group.add_argument("--hidden-weight", type=float, default=0.0, help="hidden-state matching weight")
-    group.add_argument("--augment-rows", type=int, default=20000,
+    group.add_argument("--augment-rows", type=int, default=0,
                        help="SST-2 training sentences outside --train-rows that the teacher labels (compress --augment; "
-                            "0: none)")
+                            "0: none, the default: at 2,500 steps the x3 student scored 0.857 with 20,000 such "
+                            "sentences against 0.862 without)")
     group.add_argument("--baseline-seeds", default="0,1,2",
                        help="seeds of the with/without-teacher comparison ('' to skip)")
     group.add_argument("--baseline-at", type=float, default=3.0, help="the target whose student is compared")

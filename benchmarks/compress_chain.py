@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,8 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], found: list
         lines += [f"Distillation against no teacher ({comparison['student']}, from the same pruned init, seeds "
                   f"{comparison['seeds']}): {comparison['with_teacher']['mean']:.4f} with the teacher, "
                   f"{comparison['without_teacher']['mean']:.4f} without: {comparison['gain_points']:+.2f} points.", ""]
-    lines += ["![accuracy against sentences/s](compress.png)", ""]
+    command = " ".join(["python -m benchmarks.compress", *sys.argv[1:]])
+    lines += ["![accuracy against sentences/s](compress.png)", "", f"Command: `{command}`", ""]
     (folder / "compress.md").write_text("\n".join(lines), encoding="utf-8")
     plot(found, candidates, folder / "compress.png")
     log(f"wrote {folder / 'compress.md'}, compress.json, compress.png")
