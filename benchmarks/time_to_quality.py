@@ -156,7 +156,8 @@ def run_unit(path: Path, settings: dict[str, Any], compute: Callable[[], dict[st
     started = time.time()
     print(f"running: {path.stem} (load average {load[0]:.2f})", flush=True)
     result = {**compute(), "settings": settings, "load_average_at_start": list(load),
-              "wall_seconds": time.time() - started, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "wall_seconds": time.time() - started, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": machine()}
     atomic_write_json(path, result)
     return result
 
@@ -195,7 +196,7 @@ def summarize(results: list[dict[str, Any]], specs: list[FinetuneSpec]) -> list[
                    "tokens": 0 if side == "random" else source["tokens"],
                    "seconds": 0.0 if side == "random" else source["train_seconds"],
                    "mlm_accuracy": None if side == "random" else source.get("heldout", {}).get("mlm_accuracy"),
-                   "recipe_sha256": source.get("recipe_sha256")}
+                   "recipe_sha256": source.get("recipe_sha256"), "machine": source.get("machine")}
             for spec in specs:
                 values = [r["value"] for seed in spec.seeds for r in finetunes.get((model_key, spec.key(seed)), [])]
                 mean, se = mean_se(values)
@@ -238,6 +239,17 @@ def target_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def machine_lines(rows: list[dict[str, Any]], current: str) -> list[str]:
+    """Where the pretraining ran: one line when every budget ran on one machine, else one per
+    budget (budgets run in different sessions may land on different CPUs). Units stored before
+    results carried their machine count as `current`'s."""
+    by_budget = {row["budget"]: row.get("machine") or current for row in rows if row["side"] != "random"}
+    if len(set(by_budget.values())) <= 1:
+        return [f"Machine: {next(iter(by_budget.values()), current)}"]
+    return ["Machines (pretraining minutes are wall time, so each budget's figures belong to its machine):", "",
+            *[f"- {budget:g} min: {name}" for budget, name in sorted(by_budget.items())]]
+
+
 def plural(count: float, noun: str) -> str:
     return f"{count:g} {noun}" + ("" if count == 1 else "s")
 
@@ -254,7 +266,7 @@ def render_markdown(rows: list[dict[str, Any]], specs: list[FinetuneSpec], meta:
              f"{conll.rows:,} train sentences ({plural(conll.epochs, 'epoch')}, test entity F1). Held-out MLM accuracy: the "
              "same evaluation for both pretrained sides (15% masking, seed 0). Pretraining minutes are training "
              "wall time on the machine below.", "",
-             f"Machine: {meta['machine']}", "",
+             *machine_lines(rows, meta["machine"]), "",
              "| budget (min) | side | pretrain steps | real tokens (M) | train s | held-out MLM acc | "
              f"SST-2 dev acc ({sst2.rows:,}) | CoNLL-2003 test F1 ({conll.rows:,}) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -312,14 +324,15 @@ def machine() -> str:
 # -- running the units -------------------------------------------------------------------------------
 
 
-def run_logged(command: list[str], log: Path) -> None:
-    """Run `command` from the repository root with its output in `log`; on failure, show the
-    log's end and stop (a benchmark with a missing unit would render a misleading table)."""
+def run_logged(command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run `command` from the repository root with its output in `log` (`env` added to this
+    process's environment); on failure, show the log's end and stop (a benchmark with a missing
+    unit would render a misleading table)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  $ {shlex.join(command)}\n    (output: {log})", flush=True)
     with log.open("w", encoding="utf-8") as handle:
         code = subprocess.call(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
         raise SystemExit(f"failed with exit status {code}: {shlex.join(command)}\n" + "\n".join(tail))

@@ -112,3 +112,15 @@ def test_table_margins_and_targets() -> None:
     assert "AMD EPYC, 2 cores, no native bf16" in text and "--budgets 15" in text
     assert target_lines(rows) == ["- 15 min, sst2: bertforge +20.0 points against random init (target +5): **met**"]
     assert not any(line.isupper() for line in text.splitlines())  # collect.py would blank such a line
+
+
+def test_budgets_from_different_machines_are_labelled_each_with_its_own() -> None:
+    from benchmarks.time_to_quality import machine_lines
+
+    rows = [{"budget": 15.0, "side": "bertforge", "machine": "AMD EPYC"},
+            {"budget": 15.0, "side": "random", "machine": None},
+            {"budget": 30.0, "side": "bertforge", "machine": "Intel Xeon"}]
+    lines = machine_lines(rows, "Intel Xeon")
+    assert "- 15 min: AMD EPYC" in lines and "- 30 min: Intel Xeon" in lines
+    assert machine_lines(rows[:2], "Intel Xeon") == ["Machine: AMD EPYC"]
+    assert machine_lines([{"budget": 15.0, "side": "bertforge"}], "Intel Xeon") == ["Machine: Intel Xeon"]
