@@ -29,6 +29,7 @@ runs alone, on every core.
 
     python -m benchmarks.chinese                           # 60 minutes, all tasks, all sides
     python -m benchmarks.chinese --workers 2 --sides bertforge random
+    python -m benchmarks.chinese --pretrained MODEL_DIR --work runs/chinese-mine   # your own model
     python -m benchmarks.chinese --render-only
     python -m benchmarks.chinese --quick --work /tmp/zh-quick   # smoke run, a few minutes
 
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.time_to_quality import (DATA, RESULTS, ROOT, budget_name, file_sha256, machine, mean_se,
-                                        pretrain_bertforge, run_logged, run_unit)
+                                        pretrain_bertforge, record_command, run_logged, run_unit)
 
 SIDES = ("bertforge", "random", "transformers")
 SIDE_LABELS = {"bertforge": "bertforge", "random": "random init", "transformers": "transformers"}
@@ -227,7 +228,15 @@ def finetune_unit(args: argparse.Namespace, side: str, task: ChineseTask, seed: 
 
 
 def pretrain_unit(args: argparse.Namespace) -> dict[str, Any]:
-    """The cached pretraining unit, with the SHA-256 of the weights it wrote."""
+    """The cached pretraining unit, with the SHA-256 of the weights it wrote (with --pretrained,
+    the given model's instead: nothing is pretrained)."""
+    if args.pretrained is not None:
+        final = args.pretrained.resolve()
+        if not (final / "model.safetensors").exists():
+            raise SystemExit(f"{args.pretrained}: no model.safetensors there (--pretrained takes a model directory)")
+        given = {"kind": "pretrain", "given": True, "final": str(final),
+                 "weights_sha256": file_sha256(final / "model.safetensors"), "command": f"--pretrained {final}"}
+        return run_unit(args.work / "results" / "pretrain-given.json", {"pretrained": str(final)}, lambda: given)
     settings = {"recipe": str(args.recipe), "overrides": args.pretrain_overrides, "eval_batches": args.eval_batches}
 
     def compute() -> dict[str, Any]:
@@ -309,7 +318,9 @@ def render_markdown(units: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     table = summarize(units)
     pretrain = next((unit for unit in units if unit.get("kind") == "pretrain"), None)
     lines = ["# Chinese end to end (issue 20)", "", meta["about"], "", f"Machine: {meta['machine']}", ""]
-    if pretrain:
+    if pretrain and pretrain.get("given"):
+        lines += [f"Pretrained model: `{pretrain['final']}` (given with --pretrained; nothing pretrained here).", ""]
+    elif pretrain:
         heldout = pretrain["heldout"].get("mlm_accuracy")
         lines += [f"Pretraining: `{pretrain['command']}`: {pretrain['steps']:,} steps, "
                   f"{pretrain['tokens'] / 1e6:.2f}M real tokens, {pretrain['train_seconds']:.0f} s of training, "
@@ -351,24 +362,10 @@ def write_outputs(args: argparse.Namespace) -> None:
     from bertforge.fileio import atomic_write_json, atomic_write_text
 
     units = [json.loads(path.read_text(encoding="utf-8")) for path in sorted((args.work / "results").glob("*.json"))]
-    meta = {"about": ABOUT, "caveat": CAVEAT, "machine": machine(), "commands": record_command(args.work)}
+    meta = {"about": ABOUT, "caveat": CAVEAT, "machine": machine(), "commands": record_command(args.work, "benchmarks.chinese")}
     atomic_write_text(args.results_dir / "chinese.md", render_markdown(units, meta))
     atomic_write_json(args.results_dir / "chinese.json", {"meta": meta, "table": summarize(units), "units": units})
     print(f"wrote {args.results_dir / 'chinese.md'}, chinese.json", flush=True)
-
-
-def record_command(work: Path) -> list[str]:
-    """This invocation's command line, added once to WORK/commands.json; all of them, in order."""
-    from bertforge.fileio import atomic_write_json
-
-    path = work / "commands.json"
-    commands = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-    command = shlex.join(["python", "-m", "benchmarks.chinese", *sys.argv[1:]])
-    if command not in commands:
-        commands.append(command)
-        work.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, commands)
-    return commands
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -378,6 +375,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=60.0, help="pretraining budget (minutes of training)")
     parser.add_argument("--recipe", type=Path, default=Path("configs/pretrain/zh-cpu-hour.yaml"))
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="fine-tune this Chinese model directory instead of pretraining one")
     parser.add_argument("--work", type=Path, default=None, help="runs and cached results (default runs/chinese)")
     parser.add_argument("--results-dir", type=Path, default=None, help="default benchmarks/results")
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))

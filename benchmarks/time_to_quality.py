@@ -683,13 +683,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def record_command(work: Path) -> list[str]:
-    """This invocation's command line added to WORK/commands.json (once); all of them, in order."""
+def record_command(work: Path, module: str = "benchmarks.time_to_quality") -> list[str]:
+    """This invocation's command line (`python -m MODULE ...`) added to WORK/commands.json
+    (once); all of them, in order."""
     from bertforge.fileio import atomic_write_json
 
     path = work / "commands.json"
     commands = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-    command = shlex.join(["python", "-m", "benchmarks.time_to_quality", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", module, *sys.argv[1:]])
     if command not in commands:
         commands.append(command)
         atomic_write_json(path, commands)

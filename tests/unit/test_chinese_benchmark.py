@@ -82,3 +82,19 @@ def test_quick_and_workers_options() -> None:
     assert isinstance(args, argparse.Namespace)
     with pytest.raises(SystemExit):
         parse_args(["--workers", "0"])
+
+
+def test_a_given_model_is_recorded_by_its_weights_and_not_pretrained(tmp_path) -> None:
+    from benchmarks.chinese import pretrain_unit
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    args = parse_args(["--work", str(tmp_path / "work"), "--pretrained", str(model)])
+    unit = pretrain_unit(args)
+    assert unit["given"] and unit["final"] == str(model.resolve())
+    assert unit["weights_sha256"] == __import__("hashlib").sha256(b"weights").hexdigest()
+    text = render_markdown([unit], {"about": "a", "caveat": "c", "machine": "m", "commands": []})
+    assert "given with --pretrained" in text
+    with pytest.raises(SystemExit, match="no model.safetensors"):
+        pretrain_unit(parse_args(["--work", str(tmp_path / "w2"), "--pretrained", str(tmp_path)]))
