@@ -1,7 +1,8 @@
 """`bertforge compress` end to end on real SST-2 rows: a tiny 4-layer teacher fine-tuned here is
 pruned, distilled (the student starting from the pruned teacher) and quantized at two candidate
-sizes; OUT/final is a directory `evaluate`, `predict` and `serve` use as it is, and transformers
-loads (the fp32 weights beside the int8 graph); OUT/report.json holds the measurements."""
+sizes; OUT/final is a directory `evaluate`, `predict` and `serve` use as it is (PyTorch dynamic
+int8, built from its fp32 weights as it loads), and transformers loads (as the fp32 model);
+OUT/report.json holds the measurements. One run quantizes through onnxruntime instead."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import torch
 
 from bertforge.cli.main import main
 
-pytest.importorskip("onnx", reason="compress quantizes through ONNX: pip install 'bertforge[onnx]'")
-pytest.importorskip("onnxruntime", reason="compress runs its int8 students on onnxruntime")
 transformers = pytest.importorskip("transformers")
 
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
@@ -99,24 +98,30 @@ def test_final_is_an_int8_directory_that_evaluate_predict_serve_and_transformers
     out, _, dev = compressed
     final = out / "final"
     report = json.loads((out / "report.json").read_text())
-    assert sorted(path.name for path in final.iterdir()) == ["config.json", "model.onnx", "model.safetensors",
+    assert sorted(path.name for path in final.iterdir()) == ["config.json", "model.safetensors",
                                                              "tokenizer_config.json", "vocab.txt"]
+    assert json.loads((final / "config.json").read_text())["quantization"]["method"] == "torch dynamic int8"
     capsys.readouterr()
     assert main(["evaluate", "--model", str(final), "--data", str(dev), "--out", str(tmp_path / "eval.json")]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["accuracy"] == pytest.approx(report["student"]["dev_accuracy"])  # the int8 graph, by default
+    assert metrics["accuracy"] == pytest.approx(report["student"]["dev_accuracy"])  # int8, as compress scored it
     assert main(["predict", "--model", str(final), "a gripping , funny film", "dull and long"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(records) == 2 and all(record["label"] in ("0", "1") for record in records)
     engine = Engine(final)
-    assert engine.backend == "onnx" and engine.endpoints == ["classify", "embed"]
-    # transformers loads the fp32 student the int8 graph was quantized from, with bertforge's logits.
-    ours = load_model(final, backend="torch")
+    assert engine.backend == "torch" and engine.endpoints == ["classify", "embed", "attention"]
+    # transformers loads the fp32 student the int8 model is built from, with bertforge's fp32
+    # logits; the int8 model bertforge runs is within int8 rounding of them.
+    from bertforge.tasks import get_task
+
+    int8 = load_model(final)
+    fp32 = get_task("classify").model_class.from_pretrained(final).eval()
     theirs = transformers.BertForSequenceClassification.from_pretrained(final).eval()
-    batch = ours.tokenizer(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
+    batch = int8.tokenizer(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
     inputs = {name: batch[name] for name in ("input_ids", "token_type_ids", "attention_mask")}
     with torch.no_grad():
-        assert float((ours.model(**inputs).logits - theirs(**inputs).logits).abs().max()) < 1e-4
+        assert float((fp32(**inputs).logits - theirs(**inputs).logits).abs().max()) < 1e-4
+        assert 0 < float((int8.model(**inputs).logits - theirs(**inputs).logits).abs().max()) < 0.1
 
 
 def test_a_finished_compress_is_not_replaced_without_overwrite(compressed, capsys):
@@ -159,4 +164,20 @@ def test_augment_and_quantize_auto(sst2_teacher, tmp_path, data_dir, capsys):
     assert report["options"]["augment"] == str(extra) and report["augmented_train"] == str(out / "augmented-train.jsonl")
     pays = report["int8_measured_gain"] > 1.0 and report["teacher_int8"]["dev_accuracy"] >= 0.0
     assert report["students_int8"] == pays and report["int8_gain"] == (report["int8_measured_gain"] if pays else 1.0)
-    assert report["student"]["backend"] == ("onnx" if pays else "torch")
+    assert report["student"]["backend"] == "torch"
+    assert ("quantization" in json.loads((out / "final" / "config.json").read_text())) == pays
+
+
+def test_the_onnx_method_runs_its_students_on_onnxruntime(sst2_teacher, tmp_path):
+    pytest.importorskip("onnx", reason="--quantize-method onnx exports to ONNX: pip install 'bertforge[onnx]'")
+    pytest.importorskip("onnxruntime", reason="--quantize-method onnx runs on onnxruntime")
+    _, teacher, train, dev = sst2_teacher
+    out = tmp_path / "onnx"
+    status = main(["compress", "--teacher", str(teacher), "--train", str(train), "--dev", str(dev), "--out", str(out),
+                   "--speedup", "2", "--candidates", "1", "--accuracy-budget", "100", "--quantize", "int8",
+                   "--quantize-method", "onnx", "--score-batches", "2", "--timing-sentences", "64",
+                   "--timing-rounds", "1", "trainer.max_steps=5", "trainer.batch_size=32", *QUIET])
+    assert status == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["student"]["backend"] == report["teacher_int8"]["backend"] == "onnx"
+    assert (out / "final" / "model.onnx").is_file()

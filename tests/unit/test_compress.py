@@ -107,17 +107,17 @@ def test_same_seed_same_student(tmp_path):
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
-def test_quantize_writes_an_int8_directory_that_predicts_like_fp32(tmp_path, capsys):
+def test_onnx_quantize_writes_an_int8_graph_that_predicts_like_fp32(tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="quantization runs through onnxruntime")
     pytest.importorskip("onnx", reason="quantization exports to ONNX first")
     from bertforge.tasks.loading import load_model
 
     directory = make_model_dir(tmp_path / "classify", "classify")
     out = tmp_path / "int8"
-    assert main(["quantize", "--model", str(directory), "--out", str(out)]) == 0
+    assert main(["quantize", "--model", str(directory), "--out", str(out), "--method", "onnx"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["quantized_matmuls"] >= 2 * 4  # query-key-value (fused), output and two feed-forward per layer
-    assert report["int8_onnx_bytes"] < 0.5 * report["fp32_onnx_bytes"]
+    assert report["int8_bytes"] < 0.5 * report["fp32_bytes"]
     assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.onnx", "model.safetensors",
                                                            "tokenizer_config.json", "vocab.txt"]
     assert json.loads((out / "config.json").read_text())["quantization"]["weight_type"] == "QInt8"
@@ -221,3 +221,62 @@ def test_distill_takes_the_trainers_precision_and_accumulation(tmp_path):
     train_records = [r for r in records if r["split"] == "train"]
     assert len(train_records) == 2 and all(math.isfinite(r["loss"]) for r in train_records)
     assert set(train_records[-1]) >= {"soft_loss", "hard_loss", "hidden_loss", "attention_loss"}
+
+
+def test_torch_quantize_marks_the_fp32_weights_and_the_loader_runs_them_as_int8(tmp_path, capsys):
+    """--method torch (the default): the directory holds the fp32 weights and a quantization
+    record; load_model builds the int8 model from them (every Linear int8, logits within int8
+    rounding of fp32 on the fast paths and the padded one); transformers loads the
+    fp32 model; quantizing it again is refused."""
+    from bertforge.model.bert import set_fast_paths
+    from bertforge.tasks.loading import load_model
+
+    directory = make_model_dir(tmp_path / "classify", "classify")
+    out = tmp_path / "int8"
+    assert main(["quantize", "--model", str(directory), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "torch" and report["quantized_linears"] >= 4 * 2 + 2  # per layer, pooler, classifier
+    assert report["int8_bytes"] < report["fp32_bytes"]
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.safetensors",
+                                                           "tokenizer_config.json", "vocab.txt"]
+    record = json.loads((out / "config.json").read_text())["quantization"]
+    assert record["method"] == "torch dynamic int8" and record["per_channel"] is True
+    fp32, int8 = load_model(directory), load_model(out)
+    assert int8.backend == "torch"
+    assert not any(isinstance(module, torch.nn.Linear) for module in int8.model.modules())
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, fp32.config.vocab_size, (8, 20), generator=generator)
+    mask = torch.ones_like(input_ids)
+    mask[2:, 15:] = 0
+    with torch.inference_mode():
+        expected = fp32.model(input_ids, torch.zeros_like(input_ids), mask).logits
+        got = int8.model(input_ids, torch.zeros_like(input_ids), mask).logits
+        padded = set_fast_paths(int8.model, False)(input_ids, torch.zeros_like(input_ids), mask).logits
+    assert 0 < float((expected - got).abs().max()) < 0.05  # int8 rounding, not a different model
+    # The padded path rounds differently (dynamic activation scales come from each tensor's
+    # range, padding included) but is as close to fp32.
+    assert float((expected - padded).abs().max()) < 0.05
+    assert main(["predict", "--model", str(out), "the film is good"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+    import transformers
+    theirs = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        reference = theirs(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids), attention_mask=mask).logits
+    assert float((expected - reference).abs().max()) < 1e-4
+    assert main(["quantize", "--model", str(out), "--out", str(tmp_path / "again")]) == 2
+    assert "already quantized" in capsys.readouterr().err
+
+
+def test_int8_split_of_the_fused_projection_gives_the_same_queries_keys_and_values():
+    from bertforge.config import BertConfig
+    from bertforge.model.layers import SelfAttention
+
+    attention = SelfAttention(BertConfig.from_preset("tiny", vocab_size=100)).eval()
+    x = torch.randn(5, attention.qkv.in_features)
+    before = attention.query_projection(x), attention.key_value_projection(x)
+    attention.split_fused_projection()
+    assert attention.split_parts is not None
+    torch.testing.assert_close(attention.query_projection(x), before[0])
+    torch.testing.assert_close(attention.key_value_projection(x), before[1])
+    torch.testing.assert_close(torch.cat([attention.query_projection(x), attention.key_value_projection(x)], -1),
+                               attention.qkv(x))

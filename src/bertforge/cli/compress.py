@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bertforge.cli.command import Command, option
 from bertforge.compress.config import CompressConfig, DistillConfig, PruneConfig
@@ -23,9 +23,11 @@ from bertforge.fileio import OVERWRITE_HELP
 @dataclass
 class QuantizeOptions:
     model: Path | None = option(None, help="model directory to quantize")
-    out: Path | None = option(None, help="directory for the int8 model (config, tokenizer, model.onnx, and the fp32 "
-                                         "model.safetensors it was quantized from, for transformers)")
-    per_channel: bool = option(False, help="one scale per output channel instead of per tensor")
+    out: Path | None = option(None, help="directory for the int8 model (config, tokenizer, the fp32 model.safetensors, "
+                                         "and with --method onnx the int8 model.onnx)")
+    method: Literal["torch", "onnx"] = option("torch", help="torch: PyTorch dynamic int8, built from the fp32 weights as the model loads; "
+                                      "onnx: an onnxruntime int8 graph (needs the onnx extra)")
+    per_channel: bool = option(True, help="one scale per output channel (--no-per-channel: one per tensor)")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
@@ -37,7 +39,8 @@ def run_quantize(options: QuantizeOptions) -> int:
 
     if options.model is None or options.out is None:
         raise BertforgeError("quantize needs --model DIR and --out DIR")
-    report = quantize_model(options.model, options.out, per_channel=options.per_channel, overwrite=options.overwrite)
+    report = quantize_model(options.model, options.out, method=options.method, per_channel=options.per_channel,
+                            overwrite=options.overwrite)
     print(json.dumps(describe(report), indent=2))
     return 0
 
@@ -87,11 +90,12 @@ def run_compress(config: CompressConfig) -> int:
 
 COMMANDS = [
     Command(("quantize",), QuantizeOptions, run_quantize,
-            "dynamic int8 quantization of the Linear layers (onnxruntime); predict, evaluate and serve run the int8 "
-            "graph by default, transformers loads the fp32 weights beside it",
+            "dynamic int8 quantization of the Linear layers (PyTorch by default, or an onnxruntime graph); predict, "
+            "evaluate and serve run it as int8, transformers loads the fp32 weights it keeps",
             examples=["bertforge quantize --model runs/sst2/final --out runs/sst2/int8",
-                      "bertforge predict --model runs/sst2/int8 'a fine film'       # int8 (the default backend, auto)",
-                      "bertforge evaluate --model runs/sst2/int8 --data glue/sst2/dev.tsv --backend torch   # fp32"]),
+                      "bertforge predict --model runs/sst2/int8 'a fine film'       # int8 on PyTorch",
+                      "bertforge quantize --model runs/sst2/final --out runs/sst2/int8-onnx --method onnx",
+                      "bertforge evaluate --model runs/sst2/int8-onnx --data glue/sst2/dev.tsv --backend torch   # fp32"]),
     Command(("distill",), DistillConfig, run_distill,
             "distill a fine-tuned classifier into a small student (soft-target KL + hard CE, optional TinyBERT terms)",
             examples=["bertforge distill --teacher runs/sst2/final --student-preset mini --task classify "

@@ -8,13 +8,14 @@ The chain, for each candidate shape (layers, feed-forward width):
    (`bertforge.compress.distill` through `train.Trainer`: T^2 KL of the logits at a
    temperature + hard-label CE, optional hidden-state matching against the teacher layers the
    student kept);
-3. quantize to int8 (`bertforge.compress.quantize`, onnxruntime dynamic int8: the one int8
-   form that `bertforge evaluate`, `predict` and `serve` all run, and that saves and loads
-   without pickles), and score the int8 student on dev. With --quantize auto (the default)
-   this happens only where int8 pays on this machine: the int8 teacher must run faster than
-   the fp32 one and stay within the accuracy budget. On a 2-core Xeon with AMX it ran at 0.8x
-   and lost 1.6 points on SST-2 (PyTorch's fp32 kernels use the AMX and AVX-512 units there),
-   so the students stay fp32.
+3. quantize to int8 (`bertforge.compress.quantize`: PyTorch dynamic int8 by default, built
+   from the fp32 weights as the model loads, or an onnxruntime graph with --quantize-method
+   onnx; `bertforge evaluate`, `predict` and `serve` run either, and neither pickles), and score
+   the int8 student on dev. With --quantize auto (the default) this happens only where int8
+   pays on this machine: the int8 teacher must run faster than the fp32 one and stay within
+   the accuracy budget. On a 2-core Xeon with AMX, torch's per-channel int8 ran MiniLM at
+   1.57x and lost 0.7 SST-2 points; onnxruntime's ran at 0.8x (PyTorch's fp32 kernels use the
+   AMX and AVX-512 units there).
 
 With --augment FILE, the teacher labels each line of FILE and the distillation trains on
 --train plus those lines (OUT/augmented-train.jsonl): more of the teacher's knowledge reaches
@@ -40,7 +41,7 @@ the int8 teacher alone, and every candidate as OUT/final would run it.
 Layout: OUT/teacher-int8 (the int8 teacher), OUT/candidates/L<l>-F<f>/{pruned, run, int8},
 OUT/final (a copy of the chosen candidate's directory), OUT/report.json. Every model directory
 written loads in transformers: a pruned or distilled one as it is, an int8 one as the fp32
-weights kept beside its graph (see `bertforge.compress.quantize`).
+weights it keeps (see `bertforge.compress.quantize`).
 """
 
 from __future__ import annotations
@@ -183,7 +184,13 @@ def _describe(context: Context, directory: Path, backend: str) -> dict[str, Any]
 def _quantize(context: Context, source: Path, out: Path) -> None:
     from bertforge.compress.quantize import quantize_model
 
-    quantize_model(source, out, per_channel=context.config.per_channel, overwrite=True)
+    quantize_model(source, out, method=context.config.quantize_method, per_channel=context.config.per_channel,
+                   overwrite=True)
+
+
+def _int8_backend(context: Context) -> str:
+    """The backend an int8 directory runs on: torch for PyTorch dynamic int8, onnx for a graph."""
+    return "onnx" if context.config.quantize_method == "onnx" else "torch"
 
 
 def _sides(context: Context, directories: dict[str, tuple[Path, str]]) -> dict[str, dict[str, Any]]:
@@ -221,7 +228,7 @@ def run_candidate(context: Context, shape: Shape) -> dict[str, Any]:
     fp32 = root / "run" / "final"
     if context.int8:
         _quantize(context, fp32, root / "int8")
-    model_dir, backend = (root / "int8", "onnx") if context.int8 else (fp32, "torch")
+    model_dir, backend = (root / "int8", _int8_backend(context)) if context.int8 else (fp32, "torch")
     record = {"name": shape.name, **_describe(context, model_dir, backend),
               "estimated_speedup": round(shape.estimated_speedup, 3), "kept_layers": pruned["layers"]["kept"],
               "pruned_dev_accuracy": pruned_accuracy, "fp32_dev_accuracy": summary["dev"].get("accuracy"),
@@ -347,8 +354,8 @@ def _int8_teacher(context: Context, sides: dict[str, tuple[Path, str]],
     if config.quantize == "off":
         return 1.0, None
     _quantize(context, Path(config.teacher), out / "teacher-int8")
-    teacher_int8 = _describe(context, out / "teacher-int8", "onnx")
-    sides["teacher-int8"] = (out / "teacher-int8", "onnx")
+    teacher_int8 = _describe(context, out / "teacher-int8", _int8_backend(context))
+    sides["teacher-int8"] = (out / "teacher-int8", _int8_backend(context))
     first = _sides(context, sides)
     gain = first["teacher-int8"]["sentences_per_s"] / first["teacher"]["sentences_per_s"]
     context.log(f"int8 teacher: {gain:.2f}x the fp32 teacher's sentences/s, dev accuracy "

@@ -13,6 +13,7 @@ onnx backend runs them.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -92,8 +93,12 @@ def parameter_count(directory: Path) -> int:
 
 
 def weights_bytes(directory: Path, backend: str) -> int:
-    """Bytes of the weights the backend runs: model.onnx (onnx) or the safetensors (torch)."""
+    """Bytes of the weights the backend runs: model.onnx (onnx); the safetensors (torch), or for
+    a directory that runs as torch dynamic int8, the int8 size its quantization record states."""
     directory = Path(directory)
     if backend == "onnx":
         return (directory / "model.onnx").stat().st_size
+    record = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("quantization")
+    if isinstance(record, dict) and record.get("int8_bytes"):
+        return int(record["int8_bytes"])
     return sum(path.stat().st_size for path in directory.glob("*.safetensors"))

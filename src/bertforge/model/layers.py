@@ -93,6 +93,8 @@ class SelfAttention(nn.Module):
             self.value = nn.Linear(hidden, hidden)
         self.output = nn.Linear(hidden, hidden)
         self.dropout_p = config.attention_probs_dropout_prob
+        self.split_parts: nn.ModuleDict | None = None
+        """Set by split_fused_projection (int8 inference only)."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
                 return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -165,6 +167,8 @@ class SelfAttention(nn.Module):
         """(..., H) -> queries (..., H); with the fused weight, its first H output rows."""
         if not self.fused:
             return self.query(x)
+        if self.split_parts is not None:
+            return self.split_parts["query"](x)
         hidden = x.shape[-1]
         return F.linear(x, self.qkv.weight[:hidden], self.qkv.bias[:hidden])
 
@@ -172,8 +176,23 @@ class SelfAttention(nn.Module):
         """(..., H) -> keys and values (..., 2H); with the fused weight, its last 2H output rows."""
         if not self.fused:
             return torch.cat([self.key(x), self.value(x)], dim=-1)
+        if self.split_parts is not None:
+            return self.split_parts["key_value"](x)
         hidden = x.shape[-1]
         return F.linear(x, self.qkv.weight[hidden:], self.qkv.bias[hidden:])
+
+    def split_fused_projection(self) -> None:
+        """Copies of the fused weight's query rows and key-value rows as Linear modules of their
+        own, which the two projections above use from then on: a quantized Linear cannot be sliced
+        (`bertforge.model.int8`). For inference only: a model split so is not saved again."""
+        hidden = self.qkv.in_features
+        parts = {"query": nn.Linear(hidden, hidden), "key_value": nn.Linear(hidden, 2 * hidden)}
+        with torch.no_grad():
+            for (name, part), rows in zip(parts.items(), (slice(None, hidden), slice(hidden, None))):
+                part.weight.copy_(self.qkv.weight[rows])
+                part.bias.copy_(self.qkv.bias[rows])
+                part.to(self.qkv.weight.device)
+        self.split_parts = nn.ModuleDict(parts)
 
 
 class FeedForward(nn.Module):

@@ -12,10 +12,12 @@ A directory in Hugging Face layout is one of:
 Every kind has an encoder (`encoder_of`, torch backend), so every kind can embed text and show
 attention. On the onnx backend the model is an `OnnxModel` over the directory's ONNX graph
 (`bertforge export onnx`), with the directory's config, tokenizer and task settings. Backend
-`auto` (the CLI's default) is onnx for a directory `bertforge quantize` wrote (config.json
-carries its `quantization` record and model.onnx is there: the int8 graph is what the directory
-is for), else torch; the fp32 weights a quantized directory keeps beside its graph (for
-transformers) run with an explicit `torch`.
+`auto` (the CLI's default) is onnx for a directory `bertforge quantize --method onnx` wrote
+(config.json carries its `quantization` record and model.onnx is there: the int8 graph is what
+the directory is for), else torch; the fp32 weights a quantized directory keeps beside its graph
+(for transformers) run with an explicit `torch`. A directory `bertforge quantize --method torch`
+wrote has only the fp32 weights and a `quantization` record saying "torch dynamic int8": the
+torch backend quantizes its Linear layers as it loads them (`bertforge.model.int8`).
 
 The task settings a model was fine-tuned with are stored in its config.json under
 `finetuning`, so `evaluate`, `predict`, export and serve reuse them; settings given by the
@@ -233,6 +235,9 @@ def load_model(directory: str | Path, *, backend: Backend = "torch", device: str
 
 
 def _load_torch(directory: Path, config: BertConfig, task: "Task | None", kind: str, device: str) -> "nn.Module":
+    """The torch model of `directory` on `device`; a directory marked torch dynamic int8 (by
+    `bertforge quantize --method torch`) is quantized as it loads (`bertforge.model.int8`)."""
+    from bertforge.model.int8 import TORCH_INT8, quantize_linear_int8
     from bertforge.train.distributed import resolve_device
 
     if task is not None:
@@ -245,4 +250,11 @@ def _load_torch(directory: Path, config: BertConfig, task: "Task | None", kind: 
             # encoder was saved without, are of no use here; their warnings would only confuse.
             warnings.simplefilter("ignore")
             model = (BertForMaskedLM if kind == "masked_lm" else BertModel).from_pretrained(directory, config=config)
-    return model.to(resolve_device(device))
+    model = model.to(resolve_device(device))
+    record = config.extra.get(QUANTIZATION_KEY)
+    if isinstance(record, dict) and record.get("method") == TORCH_INT8:
+        if next(model.parameters()).device.type != "cpu":
+            raise BertforgeError("this directory runs as torch dynamic int8, which runs on the CPU only; "
+                                 "use --device cpu", path=directory)
+        model = quantize_linear_int8(model.eval(), per_channel=bool(record.get("per_channel", True)))
+    return model
