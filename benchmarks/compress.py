@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
 
         int8_dir = args.work / "teacher-int8"
         if not (int8_dir / "model.onnx").exists():
-            quantize_model(teacher_dir, int8_dir)
+            quantize_model(teacher_dir, int8_dir, method="onnx")
         int8 = load_model(int8_dir, backend="onnx")
         report["int8_accuracy"] = accuracy(task, int8.model, tokenizer, dev_examples, settings)
         report["sizes"] = {"safetensors": (teacher_dir / "model.safetensors").stat().st_size,

@@ -157,7 +157,7 @@ def points(reports: dict[float, dict[str, Any]]) -> list[dict[str, Any]]:
     first = next(iter(reports.values()))
     found = [{**first["teacher"], "name": "teacher (fp32)"}, {**first["teacher_int8"], "name": "teacher int8 alone"}]
     for speedup, report in reports.items():
-        kind = "int8" if report["student"]["backend"] == "onnx" else "fp32"
+        kind = "int8" if report["students_int8"] else "fp32"
         found.append({**report["student"], "name": f"student x{speedup:g} ({report['student']['name']}, {kind})",
                       "shape": report["student"]["name"], "target": speedup,
                       "within_budget": report["summary"]["within_budget"]})
