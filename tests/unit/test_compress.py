@@ -235,7 +235,7 @@ def test_torch_quantize_marks_the_fp32_weights_and_the_loader_runs_them_as_int8(
     out = tmp_path / "int8"
     assert main(["quantize", "--model", str(directory), "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["method"] == "torch" and report["quantized_linears"] >= 4 * 2 + 2  # per layer, pooler, classifier
+    assert report["method"] == "torch"
     assert report["int8_bytes"] < report["fp32_bytes"]
     assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.safetensors",
                                                            "tokenizer_config.json", "vocab.txt"]
@@ -243,7 +243,10 @@ def test_torch_quantize_marks_the_fp32_weights_and_the_loader_runs_them_as_int8(
     assert record["method"] == "torch dynamic int8" and record["per_channel"] is True
     fp32, int8 = load_model(directory), load_model(out)
     assert int8.backend == "torch"
-    assert not any(isinstance(module, torch.nn.Linear) for module in int8.model.modules())
+    # Every Linear is int8 but the feed-forward output projections (the default, fp32_ffn_output).
+    left = [name for name, module in int8.model.named_modules() if isinstance(module, torch.nn.Linear)]
+    assert left and all(name.endswith("feed_forward.output") for name in left)
+    assert record["fp32_ffn_output"] is True and report["quantized_linears"] == report_linears(fp32.model) - len(left)
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, fp32.config.vocab_size, (8, 20), generator=generator)
     mask = torch.ones_like(input_ids)
@@ -280,3 +283,18 @@ def test_int8_split_of_the_fused_projection_gives_the_same_queries_keys_and_valu
     torch.testing.assert_close(attention.key_value_projection(x), before[1])
     torch.testing.assert_close(torch.cat([attention.query_projection(x), attention.key_value_projection(x)], -1),
                                attention.qkv(x))
+
+
+def report_linears(model: torch.nn.Module) -> int:
+    return sum(1 for module in model.modules() if isinstance(module, torch.nn.Linear))
+
+
+def test_torch_quantize_all_linears_when_asked(tmp_path, capsys):
+    from bertforge.tasks.loading import load_model
+
+    directory = make_model_dir(tmp_path / "classify", "classify")
+    out = tmp_path / "int8-all"
+    assert main(["quantize", "--model", str(directory), "--out", str(out), "--no-fp32-ffn-output"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["quantized_linears"] == report_linears(load_model(directory).model)
+    assert not any(isinstance(module, torch.nn.Linear) for module in load_model(out).model.modules())

@@ -28,6 +28,9 @@ class QuantizeOptions:
     method: Literal["torch", "onnx"] = option("torch", help="torch: PyTorch dynamic int8, built from the fp32 weights as the model loads; "
                                       "onnx: an onnxruntime int8 graph (needs the onnx extra)")
     per_channel: bool = option(True, help="one scale per output channel (--no-per-channel: one per tensor)")
+    fp32_ffn_output: bool = option(True, help="torch: keep each layer's feed-forward output projection fp32 (its "
+                                              "GELU inputs round badly to int8; --no-fp32-ffn-output: all int8, "
+                                              "faster, less accurate)")
     overwrite: bool = option(False, help=OVERWRITE_HELP)
 
 
@@ -40,7 +43,7 @@ def run_quantize(options: QuantizeOptions) -> int:
     if options.model is None or options.out is None:
         raise BertforgeError("quantize needs --model DIR and --out DIR")
     report = quantize_model(options.model, options.out, method=options.method, per_channel=options.per_channel,
-                            overwrite=options.overwrite)
+                            fp32_ffn_output=options.fp32_ffn_output, overwrite=options.overwrite)
     print(json.dumps(describe(report), indent=2))
     return 0
 

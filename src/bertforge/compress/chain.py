@@ -184,8 +184,9 @@ def _describe(context: Context, directory: Path, backend: str) -> dict[str, Any]
 def _quantize(context: Context, source: Path, out: Path) -> None:
     from bertforge.compress.quantize import quantize_model
 
-    quantize_model(source, out, method=context.config.quantize_method, per_channel=context.config.per_channel,
-                   overwrite=True)
+    config = context.config
+    quantize_model(source, out, method=config.quantize_method, per_channel=config.per_channel,
+                   fp32_ffn_output=config.fp32_ffn_output, overwrite=True)
 
 
 def _int8_backend(context: Context) -> str:

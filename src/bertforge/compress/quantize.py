@@ -62,9 +62,11 @@ class QuantizeReport:
 
 
 def quantize_model(model_dir: str | Path, out_dir: str | Path, *, method: str = "torch", per_channel: bool = True,
-                   overwrite: bool = False) -> QuantizeReport:
+                   fp32_ffn_output: bool = True, overwrite: bool = False) -> QuantizeReport:
     """Write the int8 model directory `out_dir` (atomically: complete or absent). An existing
-    model there is replaced only with `overwrite`; `out_dir` is never `model_dir` nor holds it."""
+    model there is replaced only with `overwrite`; `out_dir` is never `model_dir` nor holds it.
+    `fp32_ffn_output` (torch only) keeps the feed-forward output projections fp32
+    (`bertforge.model.int8.int8_linears`)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if method not in METHODS:
         raise BertforgeError(f"--method must be torch or onnx, got {method!r}")
@@ -88,8 +90,10 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, method: str = 
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, staging / name)
         copy_fp32_weights(model_dir, staging)
-        quantize = _quantize_torch if method == "torch" else _quantize_onnx
-        fp32_bytes, int8_bytes, nodes, record = quantize(model_dir, staging, per_channel)
+        if method == "torch":
+            fp32_bytes, int8_bytes, nodes, record = _quantize_torch(model_dir, per_channel, fp32_ffn_output)
+        else:
+            fp32_bytes, int8_bytes, nodes, record = _quantize_onnx(model_dir, staging, per_channel)
         config[QUANTIZATION_KEY] = {**record, "per_channel": per_channel, "source": str(model_dir)}
         atomic_write_text(staging / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         replace_directory(staging, out_dir)
@@ -101,21 +105,20 @@ def quantize_model(model_dir: str | Path, out_dir: str | Path, *, method: str = 
                           nodes)
 
 
-def _quantize_torch(model_dir: Path, staging: Path, per_channel: bool) -> tuple[int, int, int, dict[str, Any]]:
+def _quantize_torch(model_dir: Path, per_channel: bool, fp32_ffn_output: bool) -> tuple[int, int, int, dict[str, Any]]:
     """Check that the model loads and quantizes (so the directory is known to run); its sizes."""
-    import torch
-
-    from bertforge.model.int8 import TORCH_INT8, quantize_linear_int8
+    from bertforge.model.int8 import TORCH_INT8, int8_linears, quantize_linear_int8
     from bertforge.tasks.loading import load_model
 
     model = load_model(model_dir, backend="torch", device="cpu").model
     fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    linear = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    linear = [model.get_submodule(name) for name in int8_linears(model, fp32_ffn_output)]
     weights = sum(module.weight.numel() * module.weight.element_size() for module in linear)
     scales = sum(module.out_features * (8 if per_channel else 1) for module in linear)  # fp32 scale + int32 zero
     int8_bytes = fp32_bytes - weights + weights // 4 + scales
-    quantize_linear_int8(model, per_channel=per_channel)
-    record = {"method": TORCH_INT8, "modules": ["Linear"], "weight_type": "qint8", "int8_bytes": int8_bytes}
+    quantize_linear_int8(model, per_channel=per_channel, fp32_ffn_output=fp32_ffn_output)
+    record = {"method": TORCH_INT8, "modules": ["Linear"], "weight_type": "qint8", "int8_bytes": int8_bytes,
+              "fp32_ffn_output": fp32_ffn_output}
     return fp32_bytes, int8_bytes, len(linear), record
 
 

@@ -256,5 +256,6 @@ def _load_torch(directory: Path, config: BertConfig, task: "Task | None", kind: 
         if next(model.parameters()).device.type != "cpu":
             raise BertforgeError("this directory runs as torch dynamic int8, which runs on the CPU only; "
                                  "use --device cpu", path=directory)
-        model = quantize_linear_int8(model.eval(), per_channel=bool(record.get("per_channel", True)))
+        model = quantize_linear_int8(model.eval(), per_channel=bool(record.get("per_channel", True)),
+                                     fp32_ffn_output=bool(record.get("fp32_ffn_output", True)))
     return model
