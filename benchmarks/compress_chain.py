@@ -231,7 +231,9 @@ def _chain_notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
         if args.augment else ""
     int8 = ("int8 students (the int8 teacher measured faster and within the budget)" if report["students_int8"]
             else f"fp32 students on PyTorch: quantize auto measured the int8 teacher at "
-                 f"{report['int8_measured_gain']}x the fp32 teacher's sentences/s, so int8 does not pay here")
+                 f"{report['int8_measured_gain']}x the fp32 teacher's sentences/s and "
+                 f"{report['teacher_int8']['dev_accuracy']:.4f} dev accuracy, so int8 does not pay here "
+                 "(slower, or past the accuracy budget)")
     calibration = report.get("calibration") or {}
     return (f"Distillation data: the {args.train_rows or 20000:,} labelled rows{augment}. {int8}. Speed "
             f"calibration: an untrained {calibration.get('shape')} ran {calibration.get('measured_speedup')}x "
