@@ -437,9 +437,11 @@ def test_overwrite_replaces_finished_outputs(world, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(world / "other-model", model)
     assert main(quantize(world, str(model)) + ["--overwrite"]) == 0
-    assert (model / "model.onnx").exists() and (model / "model.safetensors").exists()  # int8 graph, fp32 beside
+    # torch int8: the fp32 weights with the record the loader quantizes by
+    assert json.loads((model / "config.json").read_text())["quantization"]["method"] == "torch dynamic int8"
+    assert (model / "model.safetensors").exists()
     assert main(prune(world, str(model)) + ["--overwrite"]) == 0
-    assert not (model / "model.onnx").exists()
+    assert "quantization" not in json.loads((model / "config.json").read_text())
     assert json.loads((model / "config.json").read_text())["intermediate_size"] == 256
 
     vocab = tmp_path / "vocab"
