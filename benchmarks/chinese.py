@@ -286,7 +286,7 @@ def format_cell(task: ChineseTask, cell: dict[str, Any] | None) -> str:
     """'0.9312 ± 0.0021 (n=3)', CMRC as 'EM 41.2 / F1 60.3'; '–' when not run."""
     if not cell or cell["mean"] is None:
         return "–"
-    percent = task.metric == "f1" and task.name == "cmrc2018"
+    percent = task.name == "cmrc2018"  # CMRC 2018 scores in percent, the others as fractions
     value = f"{cell['mean']:.1f}" if percent else f"{cell['mean']:.4f}"
     if cell["exact_mean"] is not None:
         value = f"EM {cell['exact_mean']:.1f} / F1 {value}"

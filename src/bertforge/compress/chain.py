@@ -13,9 +13,9 @@ The chain, for each candidate shape (layers, feed-forward width):
    onnx; `bertforge evaluate`, `predict` and `serve` run either, and neither pickles), and score
    the int8 student on dev. With --quantize auto (the default) this happens only where int8
    pays on this machine: the int8 teacher must run faster than the fp32 one and stay within
-   the accuracy budget. On a 2-core Xeon with AMX, torch's per-channel int8 ran MiniLM at
-   1.57x and lost 0.7 SST-2 points; onnxruntime's ran at 0.8x (PyTorch's fp32 kernels use the
-   AMX and AVX-512 units there).
+   the accuracy budget. On a 2-core Xeon with AMX, torch's int8 ran the MiniLM teacher at
+   1.39x and lost 0.46 SST-2 points; onnxruntime's ran at 0.8x (PyTorch's fp32 kernels use
+   the AMX and AVX-512 units there).
 
 With --augment FILE, the teacher labels each line of FILE and the distillation trains on
 --train plus those lines (OUT/augmented-train.jsonl): more of the teacher's knowledge reaches

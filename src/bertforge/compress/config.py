@@ -211,7 +211,7 @@ class CompressConfig:
     stayed within the accuracy budget."""
     quantize_method: Literal["torch", "onnx"] = "torch"
     """How int8 runs (`bertforge.compress.quantize`): PyTorch dynamic int8, or an onnxruntime
-    graph. On a Xeon with AMX, torch's per-channel int8 ran MiniLM 1.57x its fp32 and
+    graph. On a Xeon with AMX, torch's int8 ran the MiniLM teacher 1.39x its fp32 and
     onnxruntime's 0.80x (issue 17)."""
     augment: Path | None = None
     """Unlabelled text, one example per line, that the teacher labels (its argmax) and the
@@ -219,10 +219,10 @@ class CompressConfig:
     2019 and TinyBERT. Pruning scores still come from --train alone."""
     per_channel: bool = True
     """int8 with one scale per output channel (False: one per tensor, which lost 2.1 SST-2 dev
-    points on MiniLM with torch, against 0.7 per channel)."""
+    points on the MiniLM teacher with torch all-int8, against 0.7 per channel, one thread)."""
     fp32_ffn_output: bool = True
-    """torch int8: keep each layer's feed-forward output projection fp32 (on MiniLM SST-2, all
-    int8 lost 0.7 dev points at 1.62x fp32's speed, this none at 1.36x)."""
+    """torch int8: keep each layer's feed-forward output projection fp32 (`bertforge.model.int8.
+    int8_linears` gives the measurements)."""
     eval_batch_size: int = 128
     """Examples per forward pass on dev."""
     max_length: int | None = None

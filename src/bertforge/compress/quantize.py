@@ -19,8 +19,9 @@ calibration data). Embeddings, LayerNorms and the attention itself stay fp32.
   (`model.safetensors`), so that transformers still loads the directory, as the float model.
 
 Why torch is the default: on SST-2 dev with the fine-tuned all-MiniLM-L6-v2 (2-core Xeon with
-AVX-512 and AMX, issue 17), torch's per-channel int8 ran 1.57x PyTorch's fp32 and lost 0.7
-points, where onnxruntime's per-tensor int8 ran 0.80x and lost 1.6. Either way the directory
+AVX-512 and AMX, issue 17), torch's int8 (per channel, feed-forward outputs fp32) ran 1.39x
+PyTorch's fp32 and lost 0.46 points, where onnxruntime's per-tensor int8 ran 0.80x and lost 1.6
+(benchmarks/results/compress.md). Either way the directory
 holds the fp32 weights too, so its size on disk is not the int8 size (`QuantizeReport.int8_bytes`
 is).
 """
@@ -114,7 +115,7 @@ def _quantize_torch(model_dir: Path, per_channel: bool, fp32_ffn_output: bool) -
     fp32_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     linear = [model.get_submodule(name) for name in int8_linears(model, fp32_ffn_output)]
     weights = sum(module.weight.numel() * module.weight.element_size() for module in linear)
-    scales = sum(module.out_features * (8 if per_channel else 1) for module in linear)  # fp32 scale + int32 zero
+    scales = sum(8 * (module.out_features if per_channel else 1) for module in linear)  # fp32 scale + int32 zero
     int8_bytes = fp32_bytes - weights + weights // 4 + scales
     quantize_linear_int8(model, per_channel=per_channel, fp32_ffn_output=fp32_ffn_output)
     record = {"method": TORCH_INT8, "modules": ["Linear"], "weight_type": "qint8", "int8_bytes": int8_bytes,

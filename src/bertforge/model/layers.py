@@ -188,7 +188,7 @@ class SelfAttention(nn.Module):
         hidden = self.qkv.in_features
         parts = {"query": nn.Linear(hidden, hidden), "key_value": nn.Linear(hidden, 2 * hidden)}
         with torch.no_grad():
-            for (name, part), rows in zip(parts.items(), (slice(None, hidden), slice(hidden, None))):
+            for part, rows in zip(parts.values(), (slice(None, hidden), slice(hidden, None))):
                 part.weight.copy_(self.qkv.weight[rows])
                 part.bias.copy_(self.qkv.bias[rows])
                 part.to(self.qkv.weight.device)

@@ -236,7 +236,8 @@ def load_model(directory: str | Path, *, backend: Backend = "torch", device: str
 
 def _load_torch(directory: Path, config: BertConfig, task: "Task | None", kind: str, device: str) -> "nn.Module":
     """The torch model of `directory` on `device`; a directory marked torch dynamic int8 (by
-    `bertforge quantize --method torch`) is quantized as it loads (`bertforge.model.int8`)."""
+    `bertforge quantize --method torch`) is quantized as it loads (`bertforge.model.int8`), on the
+    CPU (device auto picks it; an explicit GPU is an error)."""
     from bertforge.model.int8 import TORCH_INT8, quantize_linear_int8
     from bertforge.train.distributed import resolve_device
 
@@ -250,9 +251,10 @@ def _load_torch(directory: Path, config: BertConfig, task: "Task | None", kind: 
             # encoder was saved without, are of no use here; their warnings would only confuse.
             warnings.simplefilter("ignore")
             model = (BertForMaskedLM if kind == "masked_lm" else BertModel).from_pretrained(directory, config=config)
-    model = model.to(resolve_device(device))
     record = config.extra.get(QUANTIZATION_KEY)
-    if isinstance(record, dict) and record.get("method") == TORCH_INT8:
+    int8 = isinstance(record, dict) and record.get("method") == TORCH_INT8
+    model = model.to(resolve_device("cpu" if int8 and device == "auto" else device))
+    if int8:
         if next(model.parameters()).device.type != "cpu":
             raise BertforgeError("this directory runs as torch dynamic int8, which runs on the CPU only; "
                                  "use --device cpu", path=directory)
