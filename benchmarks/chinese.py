@@ -33,7 +33,17 @@ runs alone, on every core.
     python -m benchmarks.chinese --render-only
     python -m benchmarks.chinese --quick --work /tmp/zh-quick   # smoke run, a few minutes
 
-Writes benchmarks/results/chinese.{md,json} (with --quick: into WORK).
+Writes benchmarks/results/chinese.{md,json} (with --quick or --select: into WORK).
+
+`--select` is for choosing a recipe (pretraining settings, fine-tuning learning rate) without
+looking at any scored text: every task is trained on part of its TRAINING data and scored on the
+rest ("heldout" split): ChnSentiCorp on the 80/10/10 split's dev part (its test part is left out);
+MSRA, THUCNews and CMRC 2018 on 10% of their training files (MSRA's train.txt by sentence,
+THUCNews' dev.txt by title, CMRC's trial file by article; seeded, data seed 0), trained on the
+other 90% (`--subset N`: its first N examples; CMRC: articles). `--pretrain-set KEY=VALUE` overrides the recipe:
+
+    python -m benchmarks.chinese --select --minutes 15 --work runs/zh-select/char \
+        --pretrain-set data.prepare.whole_word_mask=none --subset 10000 --learning-rate 2e-4
 """
 
 from __future__ import annotations
@@ -109,7 +119,8 @@ def transformers_recipe(task: ChineseTask, learning_rate: float | None, epochs: 
 
 def task_data(args: argparse.Namespace, task: ChineseTask) -> dict[str, Path]:
     """The task's files, written once under WORK/data/TASK by benchmarks.finetune's preparation
-    (`--subset all` for MSRA; with --quick a small subset of each training file)."""
+    (`--subset all` for MSRA; with --quick a small subset of each training file; with --select
+    the held-out split of the training data, see `selection_data`)."""
     from benchmarks.finetune import prepare_data
 
     folder = args.work / "data" / task.name
@@ -117,11 +128,62 @@ def task_data(args: argparse.Namespace, task: ChineseTask) -> dict[str, Path]:
     if index.exists():
         return {split: Path(path) for split, path in json.loads(index.read_text(encoding="utf-8")).items()}
     folder.mkdir(parents=True, exist_ok=True)
-    paths = prepare_data(task.name, folder, args.subset if args.quick else "all", seed=0)
+    if args.select:
+        paths = selection_data(task, folder, args.subset)
+    else:
+        paths = prepare_data(task.name, folder, args.subset if args.quick else "all", seed=0)
     if args.quick and task.name == "cmrc2018":
         paths["train"] = _first_questions(paths["train"], args.subset, folder / "train.json")
     index.write_text(json.dumps({split: str(path) for split, path in paths.items()}), encoding="utf-8")
     return paths
+
+
+HELDOUT_FRACTION = 0.1
+
+
+def selection_data(task: ChineseTask, folder: Path, subset: int | None) -> dict[str, Path]:
+    """{"train", "dev"} for --select, from the task's training data only: the 80/10/10 split's
+    train and dev parts for ChnSentiCorp, else a seeded 90/10 split of the training file (MSRA
+    sentences, THUCNews titles, CMRC 2018 articles). `subset`: the first N training examples."""
+    from benchmarks.finetune import DATA as TASK_DATA
+    from benchmarks.finetune import prepare_data
+
+    if task.name == "chnsenticorp":
+        paths = prepare_data(task.name, folder, None, seed=0)
+        (folder / "test.jsonl").unlink()
+        train = paths["train"]
+        if subset is not None:
+            lines = train.read_text(encoding="utf-8").splitlines(keepends=True)[:subset]
+            train.write_text("".join(lines), encoding="utf-8")
+        return {"train": train, "dev": paths["dev"]}
+    if task.name == "cmrc2018":
+        document = json.loads((TASK_DATA / "zh/cmrc2018/cmrc2018_trial.json").read_text(encoding="utf-8"))
+        train, heldout = _split_items(document["data"], subset)
+        for name, articles in (("train", train), ("dev", heldout)):
+            (folder / f"{name}.json").write_text(json.dumps({**document, "data": articles}, ensure_ascii=False),
+                                                 encoding="utf-8")
+        return {"train": folder / "train.json", "dev": folder / "dev.json"}
+    source = {"msra": "zh/msra_ner/train.txt", "thucnews": "zh/thucnews/dev.txt"}[task.name]
+    text = (TASK_DATA / source).read_text(encoding="utf-8")
+    # MSRA: sentences are blocks of "char tag" lines between blank lines; THUCNews: a title a line.
+    separator = "\n\n" if task.name == "msra" else "\n"
+    items = [item.strip("\n") for item in text.split(separator) if item.strip()]
+    train, heldout = _split_items(items, subset)
+    for name, chosen in (("train", train), ("dev", heldout)):
+        (folder / f"{name}.txt").write_text(separator.join(chosen) + "\n", encoding="utf-8")
+    return {"train": folder / "train.txt", "dev": folder / "dev.txt"}
+
+
+def _split_items(items: list[Any], subset: int | None) -> tuple[list[Any], list[Any]]:
+    """(train, held out): a seeded permutation's last 10% held out, the rest in file order, the
+    first `subset` of it when given."""
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(len(items))
+    cut = len(items) - max(1, round(HELDOUT_FRACTION * len(items)))
+    train = [items[i] for i in sorted(order[:cut])]
+    heldout = [items[i] for i in sorted(order[cut:])]
+    return (train[:subset] if subset is not None else train), heldout
 
 
 def _first_questions(source: Path, count: int, target: Path) -> Path:
@@ -210,6 +272,8 @@ def finetune_unit(args: argparse.Namespace, side: str, task: ChineseTask, seed: 
     name = f"{side}-{task.name}-s{seed}"
     settings = {"pretrained_sha256": pretrain["weights_sha256"], "learning_rate": args.learning_rate,
                 "epochs": args.epochs, "quick": args.quick}
+    if args.select:
+        settings.update(select=True, subset=args.subset)
 
     def compute() -> dict[str, Any]:
         if not (pretrained / "model.safetensors").exists():
@@ -247,10 +311,18 @@ def pretrain_unit(args: argparse.Namespace) -> dict[str, Any]:
     return run_unit(args.work / "results" / f"pretrain-bertforge-{budget_name(args.minutes)}.json", settings, compute)
 
 
+def active_tasks(args: argparse.Namespace) -> dict[str, ChineseTask]:
+    """TASKS, or with --select the same tasks scored on their held-out training data ("dev")."""
+    if not args.select:
+        return TASKS
+    return {name: dataclasses.replace(task, split="dev") for name, task in TASKS.items()}
+
+
 def run_all(args: argparse.Namespace) -> None:
     """Pretraining alone, then every fine-tune unit, `--workers` at a time."""
     pretrain = pretrain_unit(args)
-    jobs = [(side, TASKS[name], seed) for name in args.tasks for seed in args.seeds for side in args.sides]
+    tasks = active_tasks(args)
+    jobs = [(side, tasks[name], seed) for name in args.tasks for seed in args.seeds for side in args.sides]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(finetune_unit, args, side, task, seed, pretrain) for side, task, seed in jobs]
         for future in concurrent.futures.as_completed(futures):
@@ -316,6 +388,7 @@ def target_lines(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 def render_markdown(units: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     table = summarize(units)
+    tasks = meta.get("tasks") or TASKS
     pretrain = next((unit for unit in units if unit.get("kind") == "pretrain"), None)
     lines = ["# Chinese end to end (issue 20)", "", meta["about"], "", f"Machine: {meta['machine']}", ""]
     if pretrain and pretrain.get("given"):
@@ -327,7 +400,7 @@ def render_markdown(units: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                   f"held-out masked-LM accuracy {heldout:.3f}.", ""]
     lines += ["| task (split, metric) | bertforge | random init | transformers (same weights) | issue floor | "
               "published: bert-base-chinese / BERT-wwm |", "|---|---|---|---|---|---|"]
-    for name, task in TASKS.items():
+    for name, task in tasks.items():
         sides = table.get(name) or {}
         cells = [format_cell(task, sides.get(side)) for side in SIDES]
         lines.append(f"| {name} ({task.split}, {task.metric}) | " + " | ".join(cells) +
@@ -340,8 +413,10 @@ def render_markdown(units: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         found = [f"{SIDE_LABELS[side]} {sides[side]['train_seconds']:.0f}" for side in SIDES if side in sides]
         if found:
             lines.append(f"- {name}: " + ", ".join(found))
-    lines += ["", "Issue 20's targets:", "", *(target_lines(table) or ["- nothing measured yet"]), "",
-              meta["caveat"], "", "Produced by:", "", *[f"    {command}" for command in meta["commands"]], ""]
+    targets = ["Held-out training data, not the scored splits: issue 20's targets do not apply."] \
+        if meta.get("select") else ["Issue 20's targets:", "", *(target_lines(table) or ["- nothing measured yet"])]
+    lines += ["", *targets, "", meta["caveat"], "", "Produced by:", "",
+              *[f"    {command}" for command in meta["commands"]], ""]
     return "\n".join(lines)
 
 
@@ -358,12 +433,20 @@ CAVEAT = ("The published figures come from models pretrained on billions of char
           "questions, not the 10,000 of its train set; THUCNews trains on the 10,000 titles of dev.txt.")
 
 
+SELECT_ABOUT = ("**Selection run (--select):** every task trained on part of its training data and scored on "
+                "the held-out rest (ChnSentiCorp: the split's dev part), for choosing a recipe; no scored dev "
+                "or test text is read.")
+
+
 def write_outputs(args: argparse.Namespace) -> None:
     from bertforge.fileio import atomic_write_json, atomic_write_text
 
     units = [json.loads(path.read_text(encoding="utf-8")) for path in sorted((args.work / "results").glob("*.json"))]
     meta = {"about": ABOUT, "caveat": CAVEAT, "machine": machine(), "commands": record_command(args.work, "benchmarks.chinese")}
-    atomic_write_text(args.results_dir / "chinese.md", render_markdown(units, meta))
+    if args.select:
+        meta.update(about=f"{SELECT_ABOUT} {ABOUT}", select=True, subset=args.subset,
+                    overrides=args.pretrain_overrides)
+    atomic_write_text(args.results_dir / "chinese.md", render_markdown(units, {**meta, "tasks": active_tasks(args)}))
     atomic_write_json(args.results_dir / "chinese.json", {"meta": meta, "table": summarize(units), "units": units})
     print(f"wrote {args.results_dir / 'chinese.md'}, chinese.json", flush=True)
 
@@ -386,18 +469,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=None, help="every recipe's peak learning rate")
     parser.add_argument("--epochs", type=float, default=None, help="every recipe's epochs")
     parser.add_argument("--eval-batches", type=int, default=50, help="held-out batches for the MLM evaluation")
+    parser.add_argument("--select", action="store_true",
+                        help="score on held-out training data, for choosing a recipe (see above)")
+    parser.add_argument("--subset", type=int, default=None, help="with --select: training examples per task")
+    parser.add_argument("--pretrain-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="dotted overrides of the pretraining recipe")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 0.5 minutes of the tiny preset, 200 training examples a task, 1 epoch")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    args.pretrain_overrides, args.subset = [], None
+    if args.subset is not None and not args.select:
+        parser.error("--subset goes with --select")
+    if any("=" not in item for item in args.pretrain_set):
+        parser.error("--pretrain-set takes KEY=VALUE items")
+    args.pretrain_overrides = list(args.pretrain_set)
     if args.quick:
-        args.minutes, args.pretrain_overrides, args.subset = 0.5, ["model.preset=tiny"], 200
+        args.minutes, args.subset = 0.5, args.subset or 200
+        args.pretrain_overrides.append("model.preset=tiny")
         args.epochs, args.eval_batches = 1.0, min(args.eval_batches, 5)
     args.work = (args.work or Path("runs/chinese-quick" if args.quick else "runs/chinese")).resolve()
-    args.results_dir = args.results_dir or (args.work if args.quick else RESULTS)
+    args.results_dir = args.results_dir or (args.work if args.quick or args.select else RESULTS)
     return args
 
 

@@ -98,3 +98,46 @@ def test_a_given_model_is_recorded_by_its_weights_and_not_pretrained(tmp_path) -
     assert "given with --pretrained" in text
     with pytest.raises(SystemExit, match="no model.safetensors"):
         pretrain_unit(parse_args(["--work", str(tmp_path / "w2"), "--pretrained", str(tmp_path)]))
+
+
+def test_select_options() -> None:
+    args = parse_args(["--select", "--subset", "300", "--pretrain-set", "data.prepare.whole_word_mask=none",
+                       "--work", "/tmp/zh-select-args"])
+    assert args.select and args.subset == 300
+    assert args.pretrain_overrides == ["data.prepare.whole_word_mask=none"]
+    assert args.results_dir == args.work  # selection runs never overwrite benchmarks/results
+    with pytest.raises(SystemExit):
+        parse_args(["--subset", "300"])  # the scored runs train on whole files
+    with pytest.raises(SystemExit):
+        parse_args(["--select", "--pretrain-set", "no-equals-sign"])
+
+
+@pytest.mark.parametrize("name", ["msra", "thucnews", "cmrc2018", "chnsenticorp"])
+def test_select_scores_on_held_out_training_data_only(name: str, tmp_path) -> None:
+    """--select's splits: disjoint, from the training file, 90/10 (ChnSentiCorp: the split's
+    dev part), and nothing of the scored test text."""
+    import json
+
+    from benchmarks.chinese import active_tasks, selection_data
+    from benchmarks.finetune import DATA
+
+    if not (DATA / "zh").exists():
+        pytest.skip(f"{DATA / 'zh'}: the shared Chinese data are not there (set BERTFORGE_DATA)")
+    paths = selection_data(TASKS[name], tmp_path, 500)
+    assert sorted(paths) == ["dev", "train"] and not (tmp_path / "test.jsonl").exists()
+    if name == "cmrc2018":
+        train, dev = ([article["id"] if "id" in article else json.dumps(article) for article in
+                       json.loads(paths[split].read_text(encoding="utf-8"))["data"]] for split in ("train", "dev"))
+        assert len(dev) == round(0.1 * 256) and len(train) == 256 - len(dev)
+    elif name == "chnsenticorp":
+        train, dev = (paths[split].read_text(encoding="utf-8").splitlines() for split in ("train", "dev"))
+        assert len(train) == 500 and len(dev) > 500
+    else:
+        separator = "\n\n" if name == "msra" else "\n"
+        train, dev = ([item for item in paths[split].read_text(encoding="utf-8").split(separator) if item.strip()]
+                      for split in ("train", "dev"))
+        source = (DATA / ("zh/msra_ner/train.txt" if name == "msra" else "zh/thucnews/dev.txt")).read_text(encoding="utf-8")
+        assert len(train) == 500 and len(dev) == (5066 if name == "msra" else 1000)
+        assert all(item in source for item in dev[:200])  # held out from the training file itself
+    assert not set(train) & set(dev)
+    assert active_tasks(parse_args(["--select"]))[name].split == "dev"
