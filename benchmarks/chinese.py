@@ -54,6 +54,7 @@ import dataclasses
 import json
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,14 @@ def task_data(args: argparse.Namespace, task: ChineseTask) -> dict[str, Path]:
     """The task's files, written once under WORK/data/TASK by benchmarks.finetune's preparation
     (`--subset all` for MSRA; with --quick a small subset of each training file; with --select
     the held-out split of the training data, see `selection_data`)."""
+    with _DATA_LOCK:  # two workers may start the same task's units at once
+        return _task_data(args, task)
+
+
+_DATA_LOCK = threading.Lock()
+
+
+def _task_data(args: argparse.Namespace, task: ChineseTask) -> dict[str, Path]:
     from benchmarks.finetune import prepare_data
 
     folder = args.work / "data" / task.name
