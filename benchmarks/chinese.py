@@ -36,11 +36,12 @@ runs alone, on every core.
 Writes benchmarks/results/chinese.{md,json} (with --quick or --select: into WORK).
 
 `--select` is for choosing a recipe (pretraining settings, fine-tuning learning rate) without
-looking at any scored text: every task is trained on part of its TRAINING data and scored on the
-rest ("heldout" split): ChnSentiCorp on the 80/10/10 split's dev part (its test part is left out);
-MSRA, THUCNews and CMRC 2018 on 10% of their training files (MSRA's train.txt by sentence,
-THUCNews' dev.txt by title, CMRC's trial file by article; seeded, data seed 0), trained on the
-other 90% (`--subset N`: its first N examples; CMRC: articles). `--pretrain-set KEY=VALUE` overrides the recipe:
+looking at any scored text: every task is trained on part of its TRAINING data and scored, as
+its "dev" split, on the rest: ChnSentiCorp on the 80/10/10 split's dev part (its test part is
+left out); MSRA, THUCNews and CMRC 2018 on 10% of their training files (MSRA's train.txt by
+sentence, THUCNews' dev.txt by title, CMRC's trial file by article; seeded, data seed 0),
+trained on the other 90% (`--subset N`: its first N examples; CMRC: articles).
+`--pretrain-set KEY=VALUE` overrides the pretraining recipe:
 
     python -m benchmarks.chinese --select --minutes 15 --work runs/zh-select/char \
         --pretrain-set data.prepare.whole_word_mask=none --subset 10000 --learning-rate 2e-4
