@@ -155,7 +155,6 @@ def selection_data(task: ChineseTask, folder: Path, subset: int | None) -> dict[
     """{"train", "dev"} for --select, from the task's training data only: the 80/10/10 split's
     train and dev parts for ChnSentiCorp, else a seeded 90/10 split of the training file (MSRA
     sentences, THUCNews titles, CMRC 2018 articles). `subset`: the first N training examples."""
-    from benchmarks.finetune import DATA as TASK_DATA
     from benchmarks.finetune import prepare_data
 
     if task.name == "chnsenticorp":
@@ -167,14 +166,14 @@ def selection_data(task: ChineseTask, folder: Path, subset: int | None) -> dict[
             train.write_text("".join(lines), encoding="utf-8")
         return {"train": train, "dev": paths["dev"]}
     if task.name == "cmrc2018":
-        document = json.loads((TASK_DATA / "zh/cmrc2018/cmrc2018_trial.json").read_text(encoding="utf-8"))
+        document = json.loads((DATA / "zh/cmrc2018/cmrc2018_trial.json").read_text(encoding="utf-8"))
         train, heldout = _split_items(document["data"], subset)
         for name, articles in (("train", train), ("dev", heldout)):
             (folder / f"{name}.json").write_text(json.dumps({**document, "data": articles}, ensure_ascii=False),
                                                  encoding="utf-8")
         return {"train": folder / "train.json", "dev": folder / "dev.json"}
     source = {"msra": "zh/msra_ner/train.txt", "thucnews": "zh/thucnews/dev.txt"}[task.name]
-    text = (TASK_DATA / source).read_text(encoding="utf-8")
+    text = (DATA / source).read_text(encoding="utf-8")
     # MSRA: sentences are blocks of "char tag" lines between blank lines; THUCNews: a title a line.
     separator = "\n\n" if task.name == "msra" else "\n"
     items = [item.strip("\n") for item in text.split(separator) if item.strip()]
